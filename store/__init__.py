@@ -1,0 +1,47 @@
+"""chatstore's data layer: durable, per-user conversation history on PostgreSQL or SQLite.
+
+The public surface is re-exported here; the ORM models never leave this package.
+"""
+
+from store.errors import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    SchemaBehind,
+    StoreError,
+    Unavailable,
+)
+from store.schemas import (
+    Conversation,
+    ConversationPage,
+    ConversationWithMessages,
+    DeletedConversation,
+    Limits,
+    Message,
+    MessagePage,
+    PurgedUser,
+    Role,
+)
+from store.settings import Settings
+from store.store import ConversationStore, open_store
+
+__all__ = [
+    "Conflict",
+    "Conversation",
+    "ConversationPage",
+    "ConversationStore",
+    "ConversationWithMessages",
+    "DeletedConversation",
+    "InvalidArgument",
+    "Limits",
+    "Message",
+    "MessagePage",
+    "NotFound",
+    "PurgedUser",
+    "Role",
+    "SchemaBehind",
+    "Settings",
+    "StoreError",
+    "Unavailable",
+    "open_store",
+]

@@ -1,0 +1,57 @@
+"""The store's errors. Every failure a caller can see is one of these:
+
+    StoreError                 base; ``code`` is the contract's error code
+    ├── NotFound               ``not_found``: no such conversation *for this user*
+    ├── InvalidArgument        ``invalid_argument``: the input breaks a contract rule
+    ├── Conflict               ``conflict``: an idempotency key reused for a different message
+    └── Unavailable            ``unavailable``: the database cannot be reached right now;
+        │                      nothing was half-written and retrying is safe
+        └── SchemaBehind       the database is not migrated to head (an operator must act)
+
+Messages are written for the caller: they never carry SQL, driver text, paths or another
+user's data. Driver exceptions are translated once, in ``store.store._translate_errors``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "Conflict",
+    "InvalidArgument",
+    "NotFound",
+    "SchemaBehind",
+    "StoreError",
+    "Unavailable",
+]
+
+
+class StoreError(Exception):
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class NotFound(StoreError):
+    code = "not_found"
+
+
+class InvalidArgument(StoreError):
+    code = "invalid_argument"
+
+
+class Conflict(StoreError):
+    code = "conflict"
+
+
+class Unavailable(StoreError):
+    code = "unavailable"
+
+
+class SchemaBehind(Unavailable):
+    pass

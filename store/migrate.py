@@ -1,0 +1,152 @@
+"""Schema migrations: applying the shipped aerich migrations, and checking a database is at head.
+
+aerich writes plain SQL for one dialect, so two sets generated from the same models ship in
+the ``migrations`` package: ``migrations/postgres/models/`` and ``migrations/sqlite/models/``.
+The right one is chosen from the database URL. Developers add a migration to both sets with
+``python -m store.migrate make NAME``; ``python -m store.migrate check`` fails when a model
+changed without one (CI runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import migrations as _migrations_pkg
+from store.errors import SchemaBehind
+from store.settings import APP_LABEL, Settings, tortoise_config
+
+Dialect = Literal["postgres", "sqlite"]
+DIALECTS: tuple[Dialect, ...] = ("postgres", "sqlite")
+MIGRATIONS_ROOT = Path(_migrations_pkg.__file__).resolve().parent
+
+#: Offline generation never connects; these URLs only select the SQL dialect.
+_OFFLINE_URLS: dict[Dialect, str] = {
+    "postgres": "postgres://chatstore@127.0.0.1:1/chatstore_offline",
+    "sqlite": "sqlite://:memory:",
+}
+
+
+def migrations_location(dialect: Dialect, root: Path = MIGRATIONS_ROOT) -> Path:
+    """The aerich ``location`` for ``dialect`` (aerich appends the app label)."""
+    return root / dialect
+
+
+def shipped_versions(dialect: Dialect, root: Path = MIGRATIONS_ROOT) -> list[str]:
+    """The migration file names for ``dialect``, oldest first (aerich's order: numeric prefix)."""
+    folder = migrations_location(dialect, root) / APP_LABEL
+    names = [p.name for p in folder.glob("*.py") if p.stem.split("_", 1)[0].isdigit()]
+    return sorted(names, key=lambda name: int(name.split("_", 1)[0]))
+
+
+async def upgrade(settings: Settings) -> list[str]:
+    """Bring the configured database to head; returns the migrations applied (may be none)."""
+    from aerich import Command
+    from tortoise.context import TortoiseContext
+
+    if settings.dialect == "sqlite":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _sqlite_parent(settings).mkdir(parents=True, exist_ok=True)
+    config = tortoise_config(settings, with_aerich=True)
+    location = str(migrations_location(settings.dialect))
+    # aerich initialises Tortoise's global state; a private context keeps that state out of
+    # any store already open in this process.
+    with TortoiseContext() as ctx:
+        try:
+            command = Command(tortoise_config=config, app=APP_LABEL, location=location)
+            await command.init()
+            applied: list[str] = await command.upgrade(run_in_transaction=True)
+            return applied
+        finally:
+            await ctx.close_connections()
+
+
+def _sqlite_parent(settings: Settings) -> Path:
+    path = settings.resolved_database_url.split("://", 1)[1].split("?", 1)[0]
+    return Path(path).expanduser().resolve().parent if path != ":memory:" else Path.cwd()
+
+
+def behind_error(missing: list[str]) -> SchemaBehind:
+    return SchemaBehind(
+        "the database schema is not at head "
+        f"({len(missing)} migration(s) pending: {', '.join(missing)}); "
+        "run `chatstore migrate` with the same CHATSTORE_DATABASE_URL, then start again"
+    )
+
+
+async def _generate(dialect: Dialect, root: Path, name: str) -> str | None:
+    """Write a new migration for ``dialect`` under ``root`` when models changed; its file name."""
+    from aerich import Command
+    from tortoise.context import TortoiseContext
+
+    settings = Settings(database_url=_OFFLINE_URLS[dialect])
+    config = tortoise_config(settings, with_aerich=True)
+    location = str(migrations_location(dialect, root))
+    with TortoiseContext() as ctx:
+        try:
+            command = Command(tortoise_config=config, app=APP_LABEL, location=location)
+            if not shipped_versions(dialect, root):
+                await command.init_migrations(safe=False)
+                return shipped_versions(dialect, root)[-1]
+            await command.init(offline=True)
+            created: str | None = await command.migrate(name, no_input=True, offline=True)
+            return created or None
+        finally:
+            await ctx.close_connections()
+
+
+async def make(name: str, root: Path = MIGRATIONS_ROOT) -> dict[Dialect, str | None]:
+    """Generate the next migration for both dialects from the current models."""
+    return {dialect: await _generate(dialect, root, name) for dialect in DIALECTS}
+
+
+async def check(root: Path = MIGRATIONS_ROOT) -> list[str]:
+    """Problems found comparing the models with the committed migrations (empty: in sync)."""
+    problems: list[str] = []
+    versions = {dialect: shipped_versions(dialect, root) for dialect in DIALECTS}
+    stems = {dialect: [v.split("_", 1)[0] for v in names] for dialect, names in versions.items()}
+    if stems["postgres"] != stems["sqlite"]:
+        problems.append(
+            "the postgres and sqlite migration sets differ: "
+            f"{versions['postgres']} vs {versions['sqlite']}"
+        )
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch, "migrations")
+        shutil.copytree(root, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        for dialect in DIALECTS:
+            created = await _generate(dialect, copy, "drift")
+            if created:
+                text = (migrations_location(dialect, copy) / APP_LABEL / created).read_text()
+                problems.append(
+                    f"models changed without a {dialect} migration; "
+                    f"`python -m store.migrate make NAME` would write:\n{text}"
+                )
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m store.migrate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    make_parser = sub.add_parser("make", help="write the next migration for both dialects")
+    make_parser.add_argument("name")
+    sub.add_parser("check", help="fail when the models and the migrations disagree")
+    args = parser.parse_args(argv)
+    if args.command == "make":
+        for dialect, created in asyncio.run(make(args.name)).items():
+            print(f"{dialect}: {created or 'no changes'}")
+        return 0
+    problems = asyncio.run(check())
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print("migrations are in sync with the models (postgres, sqlite)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

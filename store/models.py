@@ -1,0 +1,69 @@
+"""Tortoise models: the three tables and their keys. Nothing outside ``store`` imports this.
+
+Every foreign key is ``ON DELETE CASCADE`` in the DDL itself, so deleting a user or a
+conversation with plain SQL (an operator's ``psql`` session included) leaves no orphans.
+Index objects name *columns* (``conversation_id``): Tortoise copies them into the DDL as given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import fields
+from tortoise.indexes import Index
+from tortoise.models import Model
+
+
+class User(Model):
+    """One authenticated subject: a JWT ``sub`` or a stdio user name, stored verbatim."""
+
+    id = fields.CharField(primary_key=True, max_length=255)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "users"
+
+
+class Conversation(Model):
+    id = fields.UUIDField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="conversations", on_delete=fields.CASCADE, db_index=False
+    )
+    title = fields.TextField(null=True)
+    metadata: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+    message_count = fields.BigIntField(default=0)
+    last_seq = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "conversations"
+        # list_conversations: WHERE user_id = ? ORDER BY updated_at DESC, id DESC (keyset).
+        # It also serves user-scoped lookups and the cascade from users.
+        indexes = (Index(fields=("user_id", "updated_at", "id"), name="conversations_user_recent"),)
+
+
+class Message(Model):
+    id = fields.UUIDField(primary_key=True)
+    conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="messages", on_delete=fields.CASCADE, db_index=False
+    )
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="messages", on_delete=fields.CASCADE, db_index=False
+    )
+    seq = fields.BigIntField()
+    role = fields.CharField(max_length=16)
+    content = fields.TextField()
+    tool_calls: fields.JSONField[list[dict[str, Any]] | None] = fields.JSONField(null=True)
+    tool_call_id = fields.TextField(null=True)
+    metadata: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    idempotency_key = fields.CharField(max_length=200, null=True)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "messages"
+        # (conversation_id, seq) is both the gapless-seq guard and the keyset pagination
+        # index; (conversation_id, idempotency_key) makes replays find the first message
+        # (NULL keys never collide). user_id is indexed for the cascade when a user is purged.
+        unique_together = (("conversation", "seq"), ("conversation", "idempotency_key"))
+        indexes = (Index(fields=("user_id",), name="messages_user"),)

@@ -1,0 +1,329 @@
+"""Pydantic models for what goes into and comes out of the store.
+
+Inputs are validated here against the contract's rules; the configurable limits arrive as
+validation context (``Limits``). Outputs serialise to the contract's JSON: UUID strings and
+RFC 3339 UTC timestamps with microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+#: Nesting deeper than this in metadata or tool_calls is refused (and keeps the checks
+#: below from recursing without bound).
+MAX_JSON_DEPTH = 64
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+MAX_TOOL_CALL_ID_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The configurable size limits, passed to validation as context."""
+
+    max_content_chars: int = 100_000
+    max_title_chars: int = 200
+    max_metadata_bytes: int = 16 * 1024
+    max_tool_calls_bytes: int = 64 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_rfc3339, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Text and JSON checks shared by every input.
+
+
+def check_text(value: str, what: str) -> str:
+    """Refuse text PostgreSQL cannot store (NUL) or UTF-8 cannot encode (lone surrogates)."""
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain NUL (\\u0000) characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{what} must be valid Unicode: it contains an unpaired surrogate"
+        ) from None
+    return value
+
+
+def _check_json_value(value: Any, what: str, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    if isinstance(value, str):
+        check_text(value, f"a string in {what}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{what} must have string keys")
+            check_text(key, f"a key in {what}")
+            _check_json_value(item, what, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_value(item, what, depth + 1)
+    elif isinstance(value, bool) or value is None or isinstance(value, int):
+        return
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{what} must not contain NaN or Infinity")
+    else:
+        raise ValueError(f"{what} must contain only JSON values")
+
+
+def dump_json(value: Any) -> str:
+    """The compact JSON text the store writes (and measures limits against)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def check_json(value: Any, what: str, max_bytes: int) -> Any:
+    _check_json_value(value, what, 0)
+    size = len(dump_json(value).encode("utf-8"))
+    if size > max_bytes:
+        raise ValueError(f"{what} is {size} bytes as JSON; the limit is {max_bytes} bytes")
+    return value
+
+
+def _limits(info: ValidationInfo) -> Limits:
+    context = info.context
+    if isinstance(context, Limits):
+        return context
+    return DEFAULT_LIMITS
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs.
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NewConversation(_Input):
+    title: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        check_text(value, "title")
+        limit = _limits(info).max_title_chars
+        if len(value) > limit:
+            raise ValueError(f"title is {len(value)} characters; the limit is {limit}")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any]:
+        if value is None:
+            return {}
+        return check_json(value, "metadata", _limits(info).max_metadata_bytes)  # type: ignore[no-any-return]
+
+
+class NewMessage(_Input):
+    role: Role
+    content: str
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: str, info: ValidationInfo) -> str:
+        check_text(value, "content")
+        limit = _limits(info).max_content_chars
+        if len(value) > limit:
+            raise ValueError(f"content is {len(value)} characters; the limit is {limit}")
+        return value
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _tool_calls(
+        cls, value: list[dict[str, Any]] | None, info: ValidationInfo
+    ) -> list[dict[str, Any]] | None:
+        if not value:
+            # An empty list means "no tool calls", as several agent frameworks send it.
+            return None
+        for index, call in enumerate(value):
+            for key in ("id", "name"):
+                item = call.get(key)
+                if not isinstance(item, str) or not item.strip():
+                    raise ValueError(f"tool_calls[{index}] needs a non-empty string {key!r}")
+        return check_json(value, "tool_calls", _limits(info).max_tool_calls_bytes)  # type: ignore[no-any-return]
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _tool_call_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_text(value, "tool_call_id")
+        if not value.strip():
+            raise ValueError("tool_call_id must not be empty")
+        if len(value) > MAX_TOOL_CALL_ID_CHARS:
+            raise ValueError(f"tool_call_id is longer than {MAX_TOOL_CALL_ID_CHARS} characters")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any]:
+        if value is None:
+            return {}
+        return check_json(value, "metadata", _limits(info).max_metadata_bytes)  # type: ignore[no-any-return]
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _idempotency_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_text(value, "idempotency_key")
+        if not value:
+            raise ValueError("idempotency_key must not be empty")
+        if len(value) > MAX_IDEMPOTENCY_KEY_CHARS:
+            raise ValueError(
+                f"idempotency_key is {len(value)} characters; "
+                f"the limit is {MAX_IDEMPOTENCY_KEY_CHARS}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _roles(self) -> NewMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages may carry tool_calls")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs tool_call_id (the id of the call it answers)")
+        if self.role != "tool" and self.tool_call_id is not None:
+            raise ValueError("only tool messages may carry tool_call_id")
+        if not self.content.strip() and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(
+                "content must not be empty or only whitespace "
+                "(only an assistant message with tool_calls may have empty content)"
+            )
+        return self
+
+
+class MessageQuery(_Input):
+    limit: int = Field(default=50, ge=1, le=200)
+    before_seq: int | None = Field(default=None, ge=1)
+    after_seq: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_cursor(self) -> MessageQuery:
+        if self.before_seq is not None and self.after_seq is not None:
+            raise ValueError("give at most one of before_seq and after_seq")
+        return self
+
+
+class ConversationQuery(_Input):
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = None
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_text(value, "cursor")
+        return value
+
+
+class RecentMessages(_Input):
+    recent_messages: int = Field(default=0, ge=0, le=200)
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs.
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Conversation(_Output):
+    """A conversation as the contract shows it."""
+
+    id: UUID
+    title: str | None
+    metadata: dict[str, Any]
+    created_at: Timestamp
+    updated_at: Timestamp
+    message_count: int
+    last_seq: int
+
+
+class Message(_Output):
+    """One stored message; ``seq`` is its 1-based position in the conversation."""
+
+    id: UUID
+    conversation_id: UUID
+    seq: int
+    role: Role
+    content: str
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
+    metadata: dict[str, Any]
+    created_at: Timestamp
+
+
+class ConversationWithMessages(Conversation):
+    """A conversation with its latest messages, oldest first."""
+
+    messages: list[Message]
+
+
+class ConversationPage(_Output):
+    """Conversations, most recently updated first; pass ``next_cursor`` for the next page."""
+
+    conversations: list[Conversation]
+    next_cursor: str | None
+
+
+class MessagePage(_Output):
+    """Messages in ascending ``seq``; ``has_more`` looks in the direction being paged."""
+
+    messages: list[Message]
+    has_more: bool
+
+
+class DeletedConversation(_Output):
+    conversation_id: UUID
+    deleted: Literal[True] = True
+    messages_deleted: int
+
+
+class PurgedUser(_Output):
+    user: str
+    conversations_deleted: int
+    messages_deleted: int
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
