@@ -1,0 +1,5 @@
+"""chatstore's MCP server: the store's operations as tools, resources and a prompt."""
+
+from mcp_server.server import AppContext, ChatstoreServer, create_server
+
+__all__ = ["AppContext", "ChatstoreServer", "create_server"]

@@ -117,10 +117,10 @@ def _validate(model: type[M], limits: Limits, **values: Any) -> M:
     try:
         return model.model_validate(values, context=limits)
     except ValidationError as exc:
-        raise InvalidArgument(_describe(exc)) from None
+        raise InvalidArgument(describe_validation_error(exc)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
     """A ValidationError in words, without echoing the rejected values back."""
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
@@ -894,10 +894,18 @@ class ConversationStore:
         after_seq: int | None,
     ) -> tuple[list[Mapping[str, Any]], bool]:
         uid = self._dialect.uid(cid)
+        # The user scope is checked once, on the conversation row, rather than as a filter on
+        # messages.user_id: PostgreSQL takes that column to be independent of conversation_id,
+        # underestimates the page by the user's share of all messages and picks a bitmap-AND
+        # with messages_user plus a sort, whose cost grows with the user's whole history.
+        where = (
+            "WHERE conversation_id = $1 AND EXISTS "
+            "(SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2) "
+        )
         if after_seq is not None:
             rows = await self._fetch(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages "
-                "WHERE conversation_id = $1 AND user_id = $2 AND seq > $3 "
+                f"{where}AND seq > $3 "
                 "ORDER BY seq ASC LIMIT $4",
                 uid,
                 user,
@@ -908,7 +916,7 @@ class ConversationStore:
         if before_seq is not None:
             rows = await self._fetch(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages "
-                "WHERE conversation_id = $1 AND user_id = $2 AND seq < $3 "
+                f"{where}AND seq < $3 "
                 "ORDER BY seq DESC LIMIT $4",
                 uid,
                 user,
@@ -917,9 +925,7 @@ class ConversationStore:
             )
         else:
             rows = await self._fetch(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages "
-                "WHERE conversation_id = $1 AND user_id = $2 "
-                "ORDER BY seq DESC LIMIT $3",
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages {where}ORDER BY seq DESC LIMIT $3",
                 uid,
                 user,
                 limit + 1,

@@ -1,0 +1,227 @@
+"""The ``chatstore`` command: serve (stdio or streamable HTTP), migrate, purge-user.
+
+Logs go to stderr; over stdio, stdout carries only the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import BinaryIO, cast
+
+import anyio
+import uvicorn
+from mcp.server.stdio import stdio_server
+from pydantic import ValidationError
+
+from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
+from mcp_server.server import ChatstoreServer, create_server
+from store import ConversationStore, Settings, StoreError
+
+log = logging.getLogger("chatstore")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _describe_database(settings: Settings) -> str:
+    if settings.is_embedded_default:
+        return f"embedded SQLite at {settings.resolved_database_url.removeprefix('sqlite://')}"
+    return f"{settings.dialect} database from CHATSTORE_DATABASE_URL"
+
+
+class _StdinLines:
+    """stdin as async lines, read in worker threads that a shutdown may abandon.
+
+    The SDK's default stdin reader blocks shutdown until the client sends another line;
+    with this one SIGINT/SIGTERM ends the server at once.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _StdinLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await anyio.to_thread.run_sync(self._stream.readline, abandon_on_cancel=True)
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", errors="replace")
+
+
+async def _run_stdio(server: ChatstoreServer) -> None:
+    lowlevel = server._lowlevel_server
+    stdin = cast("anyio.AsyncFile[str]", _StdinLines(sys.stdin.buffer))
+    async with stdio_server(stdin=stdin) as (read_stream, write_stream):
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
+async def serve_stdio(settings: Settings) -> None:
+    user = stdio_user(settings)
+    async with ConversationStore(settings) as store:
+        log.info("serving user %r over stdio (%s)", user, _describe_database(settings))
+        server = create_server(settings, stdio_user=user, store=store)
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for received in signals:
+                        log.info("received %s: shutting down", signal.Signals(received).name)
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            await _run_stdio(server)
+            tg.cancel_scope.cancel()
+    log.info("stopped")
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn, minus re-raising the signal after its graceful shutdown.
+
+    uvicorn re-delivers SIGINT/SIGTERM once it has stopped serving, which would kill the
+    process before the store's connections are closed; here the signal only starts the
+    shutdown and the command then exits 0.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+async def serve_http(settings: Settings, host: str, port: int, public_url: str | None) -> None:
+    JWTVerifier.from_settings(settings)  # refuse to start without a usable key
+    url = public_url or f"http://{host}:{port}/mcp"
+    async with ConversationStore(settings) as store:
+        server = create_server(settings, http=True, public_url=url, store=store)
+        # Stateless with JSON responses: any replica can answer any request, so several
+        # processes behind a load balancer can share one database.
+        app = server.streamable_http_app(
+            stateless_http=True, json_response=True, host=host, streamable_http_path="/mcp"
+        )
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            lifespan="on",
+        )
+        log.info(
+            "serving streamable HTTP at http://%s:%d/mcp (%s)",
+            host,
+            port,
+            _describe_database(settings),
+        )
+        await _GracefulServer(config).serve()
+    log.info("stopped")
+
+
+async def run_migrate(settings: Settings) -> int:
+    from store import migrate
+
+    applied = await migrate.upgrade(settings)
+    if applied:
+        print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        print("the database is already at head")
+    return 0
+
+
+async def run_purge(settings: Settings, user: str) -> int:
+    async with ConversationStore(settings) as store:
+        result = await store.purge_user(user=user)
+    print(json.dumps(result.model_dump(mode="json")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatstore",
+        description="Durable, per-user conversation history for AI agents, as an MCP server.",
+    )
+    parser.add_argument("--version", action="version", version=f"chatstore {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the MCP server (stdio unless --http)")
+    serve.add_argument("--http", action="store_true", help="streamable HTTP at /mcp, JWT auth")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP port")
+    serve.add_argument(
+        "--public-url",
+        help="the /mcp URL as clients reach it (default http://HOST:PORT/mcp)",
+    )
+    sub.add_parser("migrate", help="bring the configured database to the latest schema")
+    purge = sub.add_parser("purge-user", help="delete every conversation and message of a user")
+    purge.add_argument("user")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chatstore")
+    except PackageNotFoundError:  # pragma: no cover
+        return "0"
+
+
+def _exit_now(code: int) -> None:
+    # Everything is closed by now, but a worker thread may still be blocked reading stdin
+    # (a line that will never come); waiting for it at interpreter exit would hang forever.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"chatstore: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            if args.http:
+                asyncio.run(serve_http(settings, args.host, args.port, args.public_url))
+            else:
+                anyio.run(serve_stdio, settings)
+                _exit_now(0)
+            return 0
+        if args.command == "migrate":
+            return asyncio.run(run_migrate(settings))
+        return asyncio.run(run_purge(settings, args.user))
+    except ConfigurationError as exc:
+        log.error("%s", exc)
+        return 2
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
