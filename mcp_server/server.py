@@ -6,6 +6,7 @@ return its pydantic result. Store errors become ``ToolError``s whose text starts
 contract's code; nothing else (SQL, driver text, tracebacks) reaches the client.
 """
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -325,25 +326,26 @@ def _build_tools(settings: Settings) -> list[Tool]:
                 user=current_user(ctx), conversation_id=conversation_id
             )
 
+    def tool(fn: Any, title: str, annotations: ToolAnnotations) -> Tool:
+        return _ContractTool.from_function(
+            fn, title=title, description=inspect.cleandoc(fn.__doc__), annotations=annotations
+        )
+
     return [
-        _ContractTool.from_function(
-            create_conversation, title="Create conversation", annotations=CREATE
-        ),
-        _ContractTool.from_function(
-            list_conversations, title="List conversations", annotations=READ_ONLY
-        ),
-        _ContractTool.from_function(
-            get_conversation, title="Get conversation", annotations=READ_ONLY
-        ),
-        _ContractTool.from_function(append_message, title="Append message", annotations=APPEND),
-        _ContractTool.from_function(list_messages, title="List messages", annotations=READ_ONLY),
-        _ContractTool.from_function(
-            delete_conversation, title="Delete conversation", annotations=DELETE
-        ),
+        tool(create_conversation, "Create conversation", CREATE),
+        tool(list_conversations, "List conversations", READ_ONLY),
+        tool(get_conversation, "Get conversation", READ_ONLY),
+        tool(append_message, "Append message", APPEND),
+        tool(list_messages, "List messages", READ_ONLY),
+        tool(delete_conversation, "Delete conversation", DELETE),
     ]
 
 
 # -- resources and the prompt ---------------------------------------------------------------
+
+
+def _count(n: int) -> str:
+    return f"{n} message" if n == 1 else f"{n} messages"
 
 
 def render_transcript(conversation: ConversationWithMessages) -> str:
@@ -409,7 +411,7 @@ class ChatstoreServer(MCPServer[AppContext]):
                 name=c.title or f"Untitled conversation {c.id}",
                 title=c.title or "Untitled conversation",
                 description=(
-                    f"{c.message_count} messages, updated {c.model_dump(mode='json')['updated_at']}"
+                    f"{_count(c.message_count)}, updated {c.model_dump(mode='json')['updated_at']}"
                 ),
                 mime_type="text/markdown",
             )
