@@ -48,7 +48,10 @@ DEFAULT_LIMITS = Limits()
 
 
 def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat keeps microseconds even when they are zero with timespec; "+00:00" → "Z".
+    return f"{value.isoformat(timespec='microseconds')[:-6]}Z"
 
 
 Timestamp = Annotated[

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
         return not self.database_url
 
 
+async def _no_session_reset(connection: Any) -> None:
+    return None
+
+
 def dialect_of(url: str) -> Literal["postgres", "sqlite"]:
     scheme = url.split(":", 1)[0].lower()
     if scheme in {"postgres", "postgresql", "asyncpg"}:
@@ -97,6 +101,10 @@ def tortoise_config(settings: Settings, *, with_aerich: bool = False) -> dict[st
         credentials.setdefault("maxsize", settings.db_pool_max)
         credentials.setdefault("timeout", settings.db_connect_timeout)
         credentials.setdefault("command_timeout", settings.db_timeout)
+        # chatstore never leaves session state behind (no SET, LISTEN, advisory locks or
+        # cursors), so returning a connection to the pool skips asyncpg's reset query: one
+        # round trip less per call. An open transaction is still rolled back.
+        credentials.setdefault("reset", _no_session_reset)
         server_settings = credentials.setdefault("server_settings", {})
         server_settings.setdefault("application_name", "chatstore")
     else:
