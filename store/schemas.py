@@ -32,6 +32,9 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 MAX_JSON_DEPTH = 64
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_TOOL_CALL_ID_CHARS = 200
+#: The largest before_seq/after_seq accepted: far beyond any real seq, and with room below
+#: BIGINT's maximum for the page arithmetic in SQL.
+MAX_SEQ_CURSOR = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +239,9 @@ class NewMessage(_Input):
 
 class MessageQuery(_Input):
     limit: int = Field(default=50, ge=1, le=200)
-    before_seq: int | None = Field(default=None, ge=1)
-    after_seq: int | None = Field(default=None, ge=0)
+    # seq is a BIGINT: larger cursors would fail in the driver, not as invalid_argument.
+    before_seq: int | None = Field(default=None, ge=1, le=MAX_SEQ_CURSOR)
+    after_seq: int | None = Field(default=None, ge=0, le=MAX_SEQ_CURSOR)
 
     @model_validator(mode="after")
     def _one_cursor(self) -> MessageQuery:

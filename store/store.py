@@ -84,6 +84,11 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     DBConnectionError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A pooled connection whose backend was terminated (pg_terminate_backend, a restart) may
+    # already hold the server's FATAL error when it is handed out; the next query then fails
+    # with "cannot switch to state …; another operation is in progress" before sending
+    # anything. Seen under load in tests/reliability; a fresh connection works.
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
@@ -534,25 +539,37 @@ class ConversationStore:
         async def op() -> Conversation:
             if d.name == "postgres":
                 # One statement: the user row (first use) and the conversation together.
-                rows = await self._fetch(
-                    f"""
-                    WITH t AS (SELECT clock_timestamp() AS now),
-                    u AS (
-                        INSERT INTO users (id, created_at) SELECT $1, t.now FROM t
-                        ON CONFLICT (id) DO NOTHING
-                    )
-                    INSERT INTO conversations
-                        (id, user_id, title, metadata, created_at, updated_at,
-                         message_count, last_seq)
-                    SELECT $2, $1, $3, $4::jsonb, t.now, t.now, 0, 0 FROM t
-                    ON CONFLICT (id) DO NOTHING
-                    RETURNING {_CONVERSATION_COLUMNS}
-                    """,
-                    user,
-                    conversation_id,
-                    data.title,
-                    meta,
-                )
+                for attempt in range(3):
+                    try:
+                        rows = await self._fetch(
+                            f"""
+                            WITH t AS (SELECT clock_timestamp() AS now),
+                            u AS (
+                                INSERT INTO users (id, created_at) SELECT $1, t.now FROM t
+                                ON CONFLICT (id) DO NOTHING
+                            )
+                            INSERT INTO conversations
+                                (id, user_id, title, metadata, created_at, updated_at,
+                                 message_count, last_seq)
+                            SELECT $2, $1, $3, $4::jsonb, t.now, t.now, 0, 0 FROM t
+                            ON CONFLICT (id) DO NOTHING
+                            RETURNING {_CONVERSATION_COLUMNS}
+                            """,
+                            user,
+                            conversation_id,
+                            data.title,
+                            meta,
+                        )
+                        break
+                    except asyncpg.ForeignKeyViolationError as exc:
+                        # The user row existed when the statement began and an operator's
+                        # purge deleted it before the foreign-key check: run it again, and
+                        # the user row is created anew.
+                        if attempt == 2:
+                            raise Unavailable(
+                                "the user's data was being deleted at the same time; "
+                                "retrying is safe"
+                            ) from exc
             else:
                 now = d.ts(datetime.now(UTC))
 
@@ -952,7 +969,11 @@ class ConversationStore:
         if after_seq is not None:
             rows = await self._fetch(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages "
-                f"{where}AND seq > $3 "
+                # seq is gapless, so the page lies within N+1 .. N+limit+1. The upper bound
+                # is what the LIMIT implies, written out: the planner estimates "seq > N" from
+                # all conversations' seqs, badly underestimates a deep page of a long one and
+                # would otherwise read every newer message of it (bitmap scan plus sort).
+                f"{where}AND seq > $3 AND seq <= $3 + $4 "
                 "ORDER BY seq ASC LIMIT $4",
                 uid,
                 user,

@@ -1,0 +1,175 @@
+"""Helpers for the MCP-layer tests: calling tools, reading their errors, the tool snapshot.
+
+Tool failures are ``isError`` results whose text is ``Error executing tool NAME: CODE: message``;
+resource and prompt failures are ``MCPError``s whose message is ``CODE: message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, MCPError
+from mcp_types import Tool
+
+from tests.support import error_text, structured
+
+#: RFC 3339 UTC with exactly six fractional digits, as the contract promises.
+RFC3339_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+
+CONVERSATION_KEYS = {
+    "id",
+    "title",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "message_count",
+    "last_seq",
+}
+MESSAGE_KEYS = {
+    "id",
+    "conversation_id",
+    "seq",
+    "role",
+    "content",
+    "tool_calls",
+    "tool_call_id",
+    "metadata",
+    "created_at",
+}
+
+#: The tools that take a ``conversation_id`` (everything but create/list_conversations).
+ID_TOOLS = ("get_conversation", "append_message", "list_messages", "delete_conversation")
+READ_TOOLS = ("list_conversations", "get_conversation", "list_messages")
+
+RESOURCE_PREFIX = "chatstore://conversations/"
+
+SNAPSHOT_DIR = Path(__file__).parent / "snapshots"
+TOOLS_SNAPSHOT = SNAPSHOT_DIR / "tools.json"
+
+#: Fragments that must never reach a client: SQL, driver and ORM names, tracebacks, paths, URLs.
+LEAK_MARKERS = (
+    "SELECT",
+    "INSERT",
+    "UPDATE ",
+    "asyncpg",
+    "sqlite3",
+    "tortoise",
+    "Traceback",
+    'File "',
+    "/tmp",
+    "postgres://",
+    "127.0.0.1",
+)
+
+
+def assert_no_leak(text: str) -> None:
+    for marker in LEAK_MARKERS:
+        assert marker not in text, f"{marker!r} leaked into {text!r}"
+
+
+def random_id() -> str:
+    return str(uuid.uuid4())
+
+
+def args_for(tool: str, conversation_id: str) -> dict[str, Any]:
+    """Minimal valid arguments for one of the ``ID_TOOLS``."""
+    if tool == "append_message":
+        return {"conversation_id": conversation_id, "role": "user", "content": "hello"}
+    return {"conversation_id": conversation_id}
+
+
+async def ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured result."""
+    return structured(await client.call_tool(tool, arguments))
+
+
+async def fail(client: Client, tool: str, code: str, **arguments: Any) -> str:
+    """Call a tool that must fail with ``code``; the whole error text."""
+    result = await client.call_tool(tool, arguments)
+    text = error_text(result)
+    prefix = f"Error executing tool {tool}: {code}: "
+    assert text.startswith(prefix), text
+    assert text[len(prefix) :].strip(), "the message after the code says what was wrong"
+    assert result.structured_content is None
+    assert_no_leak(text)
+    return text
+
+
+async def protocol_failure(call: Awaitable[object], code: str) -> MCPError:
+    """Await a resource read or prompt get that must fail with ``code``."""
+    with pytest.raises(MCPError) as info:
+        await call
+    message = info.value.error.message
+    assert message.startswith(f"{code}: "), message
+    assert_no_leak(message)
+    return info.value
+
+
+async def new_conversation(client: Client, *messages: str, title: str | None = None) -> str:
+    """Create a conversation holding ``messages`` as user turns; its id."""
+    arguments: dict[str, Any] = {} if title is None else {"title": title}
+    conversation = await ok(client, "create_conversation", **arguments)
+    for content in messages:
+        await ok(
+            client,
+            "append_message",
+            conversation_id=conversation["id"],
+            role="user",
+            content=content,
+        )
+    return str(conversation["id"])
+
+
+def tool_listing(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    """The contract-relevant part of ``tools/list`` as MCP clients see it on the wire."""
+    keep = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+    listing = []
+    for tool in sorted(tools, key=lambda t: t.name):
+        wire = tool.model_dump(mode="json", by_alias=True, exclude_none=True)
+        listing.append({key: wire[key] for key in keep if key in wire})
+    return listing
+
+
+def listing_json(listing: list[dict[str, Any]]) -> str:
+    return json.dumps(listing, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def run_command(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    seconds: float = 60,
+) -> Finished:
+    """Run a command to completion without blocking the event loop (stdin is empty)."""
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        env=dict(env),
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), seconds)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Finished(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
