@@ -15,10 +15,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO, cast
+from urllib.parse import urlsplit
 
 import anyio
 import uvicorn
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
@@ -109,6 +111,26 @@ class _GracefulServer(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
+def _transport_security(host: str, public_url: str | None) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection for a loopback bind, admitting the public host if one is given.
+
+    The SDK turns the protection on for 127.0.0.1/localhost binds with loopback hosts only;
+    a reverse proxy on the same machine forwarding ``--public-url``'s host would be refused.
+    """
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    if public_url:
+        parts = urlsplit(public_url)
+        if parts.hostname:
+            hosts += [parts.netloc, f"{parts.hostname}:*"]
+            origins += [f"{parts.scheme}://{parts.netloc}"]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
 async def serve_http(settings: Settings, host: str, port: int, public_url: str | None) -> None:
     JWTVerifier.from_settings(settings)  # refuse to start without a usable key
     url = public_url or f"http://{host}:{port}/mcp"
@@ -117,7 +139,11 @@ async def serve_http(settings: Settings, host: str, port: int, public_url: str |
         # Stateless with JSON responses: any replica can answer any request, so several
         # processes behind a load balancer can share one database.
         app = server.streamable_http_app(
-            stateless_http=True, json_response=True, host=host, streamable_http_path="/mcp"
+            stateless_http=True,
+            json_response=True,
+            host=host,
+            streamable_http_path="/mcp",
+            transport_security=_transport_security(host, public_url),
         )
         config = uvicorn.Config(
             app,

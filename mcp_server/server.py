@@ -91,11 +91,21 @@ class _ContractTool(Tool):
 
     The SDK reports a schema mismatch as pydantic's text; here it becomes
     ``invalid_argument: <field>: <what is wrong>``, without echoing the rejected values.
+    Unknown arguments are refused too: a misspelt ``befor_seq`` silently dropped would
+    return the wrong page, and a ``user`` argument must not look as if it did anything.
     """
 
     async def run(
         self, arguments: dict[str, Any], context: Any, convert_result: bool = False
     ) -> Any:
+        known = self.parameters.get("properties", {})
+        unknown = sorted(name for name in arguments if name not in known)
+        if unknown:
+            raise ToolError(
+                f"Error executing tool {self.name}: invalid_argument: unknown argument(s) "
+                f"{', '.join(repr(n[:64]) for n in unknown)}; this tool takes "
+                f"{', '.join(known)}"
+            )
         try:
             return await super().run(arguments, context, convert_result)
         except ToolError as exc:

@@ -71,11 +71,15 @@ async def test_a_user_argument_cannot_change_the_user(
     server: ChatstoreServer, other_server: ChatstoreServer, other_user: str
 ) -> None:
     async with Client(server) as mine, Client(other_server) as theirs:
-        # Arguments the tools do not declare are dropped by the SDK; none of them names a user.
-        conversation = await ok(mine, "create_conversation", user=other_user, user_id=other_user)
+        # No tool declares a user; naming one is refused and creates nothing for anyone.
+        await fail(mine, "create_conversation", "invalid_argument", user=other_user)
+        await fail(mine, "create_conversation", "invalid_argument", user_id=other_user)
+        conversation = await ok(mine, "create_conversation")
         await fail(theirs, "get_conversation", "not_found", conversation_id=conversation["id"])
         listed = await ok(theirs, "list_conversations")
+        own = await ok(mine, "list_conversations")
     assert listed["conversations"] == []
+    assert [c["id"] for c in own["conversations"]] == [conversation["id"]]
 
 
 async def test_create_conversation_title_at_the_limit(server: ChatstoreServer) -> None:
@@ -551,3 +555,24 @@ async def test_a_server_without_a_store_opens_its_own(
 def test_a_stdio_server_needs_a_user(settings: Settings) -> None:
     with pytest.raises(ValueError, match="user"):
         create_server(settings)
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("list_messages", {"befor_seq": 3}),
+        ("create_conversation", {"user": "someone-else"}),
+        ("list_conversations", {"user_id": "someone-else"}),
+    ],
+)
+async def test_unknown_arguments_are_refused(
+    server: ChatstoreServer, tool: str, arguments: dict[str, object]
+) -> None:
+    async with Client(server) as client:
+        cid = await new_conversation(client, "one")
+        if tool == "list_messages":
+            arguments = {"conversation_id": cid, **arguments}
+        before = await ok(client, "list_conversations", limit=100)
+        await fail(client, tool, "invalid_argument", **arguments)
+        after = await ok(client, "list_conversations", limit=100)
+    assert after == before
