@@ -41,6 +41,7 @@ from tortoise.context import TortoiseContext
 from tortoise.context import _current_context as _tortoise_current_context
 from tortoise.exceptions import DBConnectionError, IntegrityError
 
+from store._connections import IdleConnections
 from store.errors import Conflict, InvalidArgument, NotFound, StoreError, Unavailable
 from store.schemas import (
     Conversation,
@@ -256,22 +257,24 @@ def _json(value: Any) -> Any:
 
 
 _FIELDS_SET: dict[type[BaseModel], set[str]] = {}
+_object_new = object.__new__
+_object_setattr = object.__setattr__
 
 
 def _trusted(model: type[M], values: dict[str, Any]) -> M:
     """An output model from values the database returned, without validating them again.
 
     What ``model_construct`` does, minus its per-field default handling: every field is
-    given. Measured ~2 µs against ~8 µs a row, which is most of a 50-message page's cost.
+    given. Measured ~1 µs against ~8 µs a row, which is most of a 50-message page's cost.
     """
     fields_set = _FIELDS_SET.get(model)
     if fields_set is None:
         fields_set = _FIELDS_SET[model] = set(model.model_fields)
-    instance = model.__new__(model)
-    object.__setattr__(instance, "__dict__", values)
-    object.__setattr__(instance, "__pydantic_fields_set__", fields_set)
-    object.__setattr__(instance, "__pydantic_extra__", None)
-    object.__setattr__(instance, "__pydantic_private__", None)
+    instance = _object_new(model)
+    _object_setattr(instance, "__dict__", values)
+    _object_setattr(instance, "__pydantic_fields_set__", fields_set)
+    _object_setattr(instance, "__pydantic_extra__", None)
+    _object_setattr(instance, "__pydantic_private__", None)
     return instance
 
 
@@ -297,6 +300,12 @@ def _uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    # A shielded transaction whose caller has gone: its outcome is nobody's to report.
+    if not task.cancelled():
+        task.exception()
+
+
 async def _exec(conn: Any, sql: str, params: Sequence[Any] = ()) -> None:
     cursor = await conn.execute(sql, params)
     await cursor.close()
@@ -320,6 +329,7 @@ class ConversationStore:
         self._dialect: _Dialect = _Postgres() if self._settings.dialect == "postgres" else _Sqlite()
         self._ctx: TortoiseContext | None = None
         self._client: Any = None
+        self._idle: IdleConnections | None = None
 
     @property
     def settings(self) -> Settings:
@@ -348,6 +358,10 @@ class ConversationStore:
             with _bound(ctx):
                 await ctx.init(config=tortoise_config(self._settings))
             self._client = ctx.db()
+            if self._dialect.name == "postgres":
+                async with self._client.acquire_connection():
+                    pass  # Tortoise creates its pool on first use
+                self._idle = IdleConnections(self._client._pool, self._settings.db_pool_max)
             await self._check_head()
         except StoreError:
             await self.close()
@@ -359,6 +373,9 @@ class ConversationStore:
             raise
 
     async def close(self) -> None:
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            await idle.drain()
         ctx, self._ctx, self._client = self._ctx, None, None
         if ctx is not None:
             await ctx.close_connections()
@@ -414,19 +431,29 @@ class ConversationStore:
 
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Mapping[str, Any]]:
         _, client = self._require_open()
-        async with client.acquire_connection() as conn:
-            if self._dialect.name == "postgres":
+        if self._idle is not None:
+            async with self._idle.connection() as conn:
                 return list(await conn.fetch(sql, *args))
+        async with client.acquire_connection() as conn:
             rows = await conn.execute_fetchall(self._dialect.sql(sql), args)
             return list(rows)
 
     async def _sqlite_transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
         _, client = self._require_open()
 
+        abandoned = False
+
         async def run() -> T:
             async with client.acquire_connection() as conn:
+                if abandoned:
+                    raise asyncio.CancelledError
                 await _exec(conn, "BEGIN IMMEDIATE")
                 try:
+                    if abandoned:
+                        # The caller gave up (cancelled, or timed out and was told
+                        # `unavailable`) while this waited for the write lock: write nothing,
+                        # or a retry would store the message twice.
+                        raise asyncio.CancelledError
                     result = await work(conn)
                 except BaseException:
                     await _exec(conn, "ROLLBACK")
@@ -437,12 +464,21 @@ class ConversationStore:
         # The transaction runs in its own task that the caller's cancellation cannot reach:
         # it always ends in COMMIT or ROLLBACK with the connection lock held, so a cancelled
         # call leaves the whole write or none of it, and never an open transaction.
-        return await asyncio.shield(asyncio.ensure_future(run()))
+        task = asyncio.ensure_future(run())
+        task.add_done_callback(_retrieve)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            abandoned = True
+            raise
 
     async def _pg_transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
         _, client = self._require_open()
 
         async def run() -> T:
+            if self._idle is not None:
+                async with self._idle.connection() as conn, conn.transaction():
+                    return await work(conn)
             async with client.acquire_connection() as conn, conn.transaction():
                 return await work(conn)
 
@@ -452,6 +488,8 @@ class ConversationStore:
         client = self._client
         if self._dialect.name == "postgres" and client is not None:
             try:
+                if self._idle is not None:
+                    await self._idle.drain()
                 await client._expire_connections()
             except Exception:  # pragma: no cover - best effort
                 log.debug("could not expire pooled connections", exc_info=True)
@@ -492,6 +530,22 @@ class ConversationStore:
     # -- rows ----------------------------------------------------------------------------
 
     def _conversation(self, row: Mapping[str, Any]) -> Conversation:
+        if self._dialect.name == "postgres":
+            # asyncpg already hands back UUID, int and aware UTC datetime values; every
+            # conversation query selects exactly _CONVERSATION_COLUMNS, in that order.
+            cid, title, metadata, created_at, updated_at, message_count, last_seq = row.values()
+            return _trusted(
+                Conversation,
+                {
+                    "id": cid,
+                    "title": title,
+                    "metadata": _json(metadata),
+                    "created_at": created_at,
+                    "updated_at": updated_at,
+                    "message_count": message_count,
+                    "last_seq": last_seq,
+                },
+            )
         d = self._dialect
         return _trusted(
             Conversation,
@@ -507,8 +561,28 @@ class ConversationStore:
         )
 
     def _message(self, row: Mapping[str, Any]) -> Message:
-        d = self._dialect
+        if self._dialect.name == "postgres":
+            # As above, in _MESSAGE_COLUMNS order: unpacking the record measured ~0.4 µs a
+            # row against ~0.7 µs for dict(row.items()) (bench W2: 50 rows a call).
+            mid, cid, seq, role, content, tool_calls, tool_call_id, metadata, created_at = (
+                row.values()
+            )
+            return _trusted(
+                Message,
+                {
+                    "id": mid,
+                    "conversation_id": cid,
+                    "seq": seq,
+                    "role": role,
+                    "content": content,
+                    "tool_calls": None if tool_calls is None else _json(tool_calls),
+                    "tool_call_id": tool_call_id,
+                    "metadata": _json(metadata),
+                    "created_at": created_at,
+                },
+            )
         tool_calls = row["tool_calls"]
+        d = self._dialect
         return _trusted(
             Message,
             {
@@ -640,8 +714,8 @@ class ConversationStore:
             if len(rows) > query.limit:
                 last = conversations[-1]
                 next_cursor = _encode_cursor(user, last.updated_at, last.id)
-            return ConversationPage.model_construct(
-                conversations=conversations, next_cursor=next_cursor
+            return _trusted(
+                ConversationPage, {"conversations": conversations, "next_cursor": next_cursor}
             )
 
         return await self._run(op)
@@ -793,7 +867,7 @@ class ConversationStore:
                         SELECT $3, c.id, c.last_seq, $4, $5, $6::jsonb, $7, $8::jsonb,
                                c.updated_at, c.user_id, $9
                         FROM c
-                        RETURNING {_MESSAGE_COLUMNS}
+                        RETURNING seq, created_at
                         """,
                         cid,
                         user,
@@ -824,7 +898,25 @@ class ConversationStore:
                 raise
             if not rows:
                 raise NotFound(_NOT_FOUND)
-            return self._message(rows[0])
+            row = rows[0]
+            if d.name != "postgres":
+                return self._message(row)
+            # Only what the database decided comes back over the wire (seq, created_at); the
+            # rest is the validated input just stored, not an echo of a 100 KB content.
+            return _trusted(
+                Message,
+                {
+                    "id": message_id,
+                    "conversation_id": cid,
+                    "seq": row["seq"],
+                    "role": new.role,
+                    "content": new.content,
+                    "tool_calls": new.tool_calls,
+                    "tool_call_id": new.tool_call_id,
+                    "metadata": new.metadata,
+                    "created_at": row["created_at"],
+                },
+            )
 
         return await self._run(op)
 
@@ -934,8 +1026,9 @@ class ConversationStore:
             )
             if not rows:
                 await self._require_conversation(user, cid)
-            return MessagePage.model_construct(
-                messages=[self._message(row) for row in rows], has_more=has_more
+            return _trusted(
+                MessagePage,
+                {"messages": [self._message(row) for row in rows], "has_more": has_more},
             )
 
         return await self._run(op)
