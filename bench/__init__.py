@@ -1,0 +1,1 @@
+"""chatstore's benchmark suite: ``python -m bench`` (see ``bench/README.md``)."""

@@ -1,0 +1,109 @@
+"""Run profiles: how many repetitions each workload takes, and how long it may run.
+
+``full`` follows the workload definitions in ``bench/README.md`` and stays under ~10 minutes
+on a 2-core machine (plus a one-off build of the large W3 dataset). ``quick`` keeps every
+workload's shape but cuts repetitions, to finish in under a minute; it runs W3 only when
+the large dataset already exists.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_LARGE_DB", "DEFAULT_SERVER_URL", "FULL", "PROFILES", "QUICK", "Profile"]
+
+DEFAULT_SERVER_URL = "postgres://postgres@127.0.0.1:5432"
+DEFAULT_LARGE_DB = "chatstore_bench_large"
+
+#: Environment overrides (a flag wins over the environment).
+ENV_SERVER_URL = "CHATSTORE_BENCH_POSTGRES_URL"
+ENV_LARGE_DB = "CHATSTORE_BENCH_LARGE_DB"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    # W1: sequential appends to one conversation.
+    w1_appends: int
+    w1_warmup: int
+    # W2: the latest page of a long conversation.
+    w2_messages: int
+    w2_page: int
+    w2_reads: int
+    # W3: the same read, and a deep page, in a store of >= 1M messages.
+    w3_reads: int
+    w3_deep: int
+    build_large: bool
+    # W4: concurrent appenders into one conversation.
+    w4_workers: int
+    w4_per_worker: int
+    w4_rounds: int
+    # W5: list_conversations, first page and a deep page.
+    w5_conversations: int
+    w5_page: int
+    w5_page_number: int
+    w5_reads: int
+    # Shared.
+    repeats: int
+    read_warmup: int
+    budget_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL = Profile(
+    name="full",
+    w1_appends=2_000,
+    w1_warmup=100,
+    w2_messages=5_000,
+    w2_page=50,
+    w2_reads=500,
+    w3_reads=500,
+    w3_deep=500_000,
+    build_large=True,
+    w4_workers=8,
+    w4_per_worker=250,
+    w4_rounds=5,
+    w5_conversations=10_000,
+    w5_page=20,
+    w5_page_number=100,
+    w5_reads=500,
+    repeats=5,
+    read_warmup=50,
+    budget_s=90.0,
+)
+
+QUICK = Profile(
+    name="quick",
+    w1_appends=300,
+    w1_warmup=30,
+    w2_messages=5_000,
+    w2_page=50,
+    w2_reads=200,
+    w3_reads=150,
+    w3_deep=500_000,
+    build_large=False,
+    w4_workers=8,
+    w4_per_worker=60,
+    w4_rounds=3,
+    w5_conversations=10_000,
+    w5_page=20,
+    w5_page_number=100,
+    w5_reads=200,
+    repeats=1,
+    read_warmup=20,
+    budget_s=10.0,
+)
+
+PROFILES = {profile.name: profile for profile in (FULL, QUICK)}
+
+
+def default_server_url() -> str:
+    return os.environ.get(ENV_SERVER_URL, DEFAULT_SERVER_URL).rstrip("/")
+
+
+def default_large_db() -> str:
+    return os.environ.get(ENV_LARGE_DB, DEFAULT_LARGE_DB)

@@ -1,0 +1,46 @@
+"""The workloads: one module each, discovered by file name.
+
+A module named ``w<N>_<slug>.py`` in this package that defines ``WORKLOAD`` (a
+``Workload``) is picked up and run in order of ``N``. To add one (the MCP round trips, W6,
+say), write ``bench/workloads/w6_mcp.py`` with ``WORKLOAD = Workload("W6", "…", run)`` where
+``run(ctx)`` measures chatstore against its floor and returns a ``WorkloadResult``; nothing
+else needs to change. ``ctx.store_url`` is the migrated database a server process can be
+pointed at (``CHATSTORE_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bench.context import BenchContext
+from bench.report import WorkloadResult
+
+__all__ = ["Workload", "discover"]
+
+_MODULE = re.compile(r"^w(\d+)_\w+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    id: str
+    title: str
+    run: Callable[[BenchContext], Awaitable[WorkloadResult]]
+
+
+def discover() -> list[Workload]:
+    """Every workload module in this package, in workload-number order."""
+    found: list[tuple[int, Workload]] = []
+    for info in pkgutil.iter_modules(__path__):
+        match = _MODULE.match(info.name)
+        if not match:
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        workload = getattr(module, "WORKLOAD", None)
+        if not isinstance(workload, Workload):
+            raise TypeError(f"{module.__name__} does not define WORKLOAD = Workload(...)")
+        found.append((int(match.group(1)), workload))
+    return [workload for _, workload in sorted(found, key=lambda item: item[0])]

@@ -1,0 +1,134 @@
+"""W1: sequential appends to one conversation (``ConversationStore.append_message``).
+
+Each side appends ``w1_appends`` (2,000) messages of ~400 characters, one at a time, to
+its own conversation; the two sides alternate operation by operation. The ratio is
+chatstore's median latency over the floor's single-statement append. Durability is the
+server's (``synchronous_commit`` as configured), identical for both sides.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from typing import Any
+
+from bench.context import BenchContext
+from bench.datagen import message_content
+from bench.floor import APPEND_SQL
+from bench.harness import CHATSTORE, FLOOR, Op, Target, compare, interleave
+from bench.report import WorkloadResult
+from bench.workloads import Workload
+from bench.workloads._common import ROLES, check_sequence, floor_plan, store_plans
+
+TARGET = Target("<=", 1.2)
+USER = "bench-w1"
+
+
+async def run(ctx: BenchContext) -> WorkloadResult:
+    p = ctx.profile
+    result = WorkloadResult(
+        "W1",
+        WORKLOAD.title,
+        parameters={"appends": p.w1_appends, "warmup": p.w1_warmup, "content_chars": 400},
+    )
+    store, floor = ctx.store, ctx.floor
+    counter = itertools.count()
+
+    def ops(store_cid: str, floor_cid: uuid.UUID) -> dict[str, Op]:
+        async def chatstore() -> None:
+            i = next(counter)
+            await store.append_message(
+                user=USER, conversation_id=store_cid, role=ROLES[i % 2], content=message_content(i)
+            )
+
+        async def floor_side() -> None:
+            i = next(counter)
+            await floor.append(floor_cid, USER, ROLES[i % 2], message_content(i))
+
+        return {CHATSTORE: chatstore, FLOOR: floor_side}
+
+    # Warm-up in separate conversations: connections, prepared statements, caches.
+    warm_store = await store.create_conversation(user=USER, title="W1 warm-up")
+    warm_floor = await floor.create_conversation(USER)
+    await interleave(
+        ops(str(warm_store.id), warm_floor), repetitions=p.w1_warmup, warmup=0, budget_s=60
+    )
+
+    measured_store = await store.create_conversation(user=USER, title="W1")
+    measured_floor = await floor.create_conversation(USER)
+    ctx.log(f"W1: {p.w1_appends:,} appends per side, interleaved")
+    sampling = await interleave(
+        ops(str(measured_store.id), measured_floor),
+        repetitions=p.w1_appends,
+        warmup=0,
+        budget_s=p.budget_s,
+    )
+    result.figures.append(
+        compare(
+            "W1",
+            "append",
+            "append_message, sequential, one conversation",
+            sampling,
+            target=TARGET,
+        )
+    )
+
+    # Every append is in, in order, with the counters right (both sides).
+    checks: dict[str, Any] = {}
+    async with ctx.connection(ctx.store_url) as conn:
+        rows = await conn.fetch(
+            "SELECT id, seq FROM messages WHERE conversation_id = $1", measured_store.id
+        )
+        checks[CHATSTORE] = await check_sequence(
+            conn, measured_store.id, acknowledged=[(r["id"], r["seq"]) for r in rows]
+        )
+    rows = await floor.conn.fetch(
+        "SELECT id, seq FROM messages WHERE conversation_id = $1", measured_floor
+    )
+    checks[FLOOR] = await check_sequence(
+        floor.conn, measured_floor, acknowledged=[(r["id"], r["seq"]) for r in rows]
+    )
+    expected = len(sampling.samples_ns[CHATSTORE])
+    passed = (
+        all(side["passed"] for side in checks.values()) and checks[CHATSTORE]["stored"] == expected
+    )
+    checks["passed"] = passed
+    checks["summary"] = f"{checks[CHATSTORE]['stored']:,} stored, gapless seq, counters match"
+    result.checks = checks
+
+    # Plans: the SQL chatstore sent for one more append, and the floor's statement.
+    appended: list[uuid.UUID] = []
+
+    async def one_append() -> None:
+        message = await store.append_message(
+            user=USER, conversation_id=str(measured_store.id), role="user", content="plan"
+        )
+        appended.append(message.id)
+
+    started = time.perf_counter()
+    fresh = uuid.uuid4()
+    result.plans += await store_plans(
+        ctx,
+        workload="W1",
+        name="append",
+        url=ctx.store_url,
+        call=one_append,
+        replace=lambda arg: fresh if appended and arg == appended[0] else arg,
+    )
+    result.plans.append(
+        await floor_plan(
+            ctx,
+            workload="W1",
+            name="append",
+            url=ctx.floor_url,
+            query=APPEND_SQL,
+            args=(measured_floor, USER, uuid.uuid4(), "user", "plan"),
+        )
+    )
+    ctx.log(f"W1: plans in {time.perf_counter() - started:.1f} s")
+    await ctx.profile_op("W1 append_message", ops(str(warm_store.id), warm_floor)[CHATSTORE], 1000)
+    return result
+
+
+WORKLOAD = Workload("W1", "sequential appends to one conversation", run)
