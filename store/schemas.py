@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -132,9 +133,19 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _metadata(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any]:
+    if value is None:
+        return {}
+    return check_json(value, "metadata", _limits(info).max_metadata_bytes)  # type: ignore[no-any-return]
+
+
+#: An optional JSON object within the metadata limit; absent means ``{}``.
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_metadata)]
+
+
 class NewConversation(_Input):
     title: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
     @field_validator("title")
     @classmethod
@@ -147,20 +158,13 @@ class NewConversation(_Input):
             raise ValueError(f"title is {len(value)} characters; the limit is {limit}")
         return value
 
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any]:
-        if value is None:
-            return {}
-        return check_json(value, "metadata", _limits(info).max_metadata_bytes)  # type: ignore[no-any-return]
-
 
 class NewMessage(_Input):
     role: Role
     content: str
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     idempotency_key: str | None = None
 
     @field_validator("content")
@@ -198,13 +202,6 @@ class NewMessage(_Input):
         if len(value) > MAX_TOOL_CALL_ID_CHARS:
             raise ValueError(f"tool_call_id is longer than {MAX_TOOL_CALL_ID_CHARS} characters")
         return value
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any]:
-        if value is None:
-            return {}
-        return check_json(value, "metadata", _limits(info).max_metadata_bytes)  # type: ignore[no-any-return]
 
     @field_validator("idempotency_key")
     @classmethod
