@@ -213,7 +213,7 @@ def _build_tools(settings: Settings) -> list[Tool]:
     async def list_conversations(
         ctx: ChatContext,
         limit: Annotated[
-            int, Field(ge=1, le=100, description="Page size, 1-100 (default 20).")
+            int, Field(strict=True, ge=1, le=100, description="Page size, 1-100 (default 20).")
         ] = 20,
         cursor: Annotated[
             str | None,
@@ -235,6 +235,7 @@ def _build_tools(settings: Settings) -> list[Tool]:
         recent_messages: Annotated[
             int,
             Field(
+                strict=True,
                 ge=0,
                 le=200,
                 description="How many of the latest messages to include, 0-200 (default 0).",
@@ -303,15 +304,19 @@ def _build_tools(settings: Settings) -> list[Tool]:
         ctx: ChatContext,
         conversation_id: ConversationId,
         limit: Annotated[
-            int, Field(ge=1, le=200, description="Page size, 1-200 (default 50).")
+            int, Field(strict=True, ge=1, le=200, description="Page size, 1-200 (default 50).")
         ] = 50,
         before_seq: Annotated[
             int | None,
-            Field(ge=1, description="Optional: return the messages just before this seq."),
+            Field(
+                strict=True, ge=1, description="Optional: return the messages just before this seq."
+            ),
         ] = None,
         after_seq: Annotated[
             int | None,
-            Field(ge=0, description="Optional: return the messages just after this seq."),
+            Field(
+                strict=True, ge=0, description="Optional: return the messages just after this seq."
+            ),
         ] = None,
     ) -> MessagePage:
         """Read a conversation's messages in chronological order (ascending seq).

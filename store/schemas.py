@@ -235,10 +235,10 @@ class NewMessage(_Input):
 
 
 class MessageQuery(_Input):
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: int = Field(default=50, strict=True, ge=1, le=200)
     # seq is a BIGINT: larger cursors would fail in the driver, not as invalid_argument.
-    before_seq: int | None = Field(default=None, ge=1, le=MAX_SEQ_CURSOR)
-    after_seq: int | None = Field(default=None, ge=0, le=MAX_SEQ_CURSOR)
+    before_seq: int | None = Field(default=None, strict=True, ge=1, le=MAX_SEQ_CURSOR)
+    after_seq: int | None = Field(default=None, strict=True, ge=0, le=MAX_SEQ_CURSOR)
 
     @model_validator(mode="after")
     def _one_cursor(self) -> MessageQuery:
@@ -248,7 +248,7 @@ class MessageQuery(_Input):
 
 
 class ConversationQuery(_Input):
-    limit: int = Field(default=20, ge=1, le=100)
+    limit: int = Field(default=20, strict=True, ge=1, le=100)
     cursor: str | None = None
 
     @field_validator("cursor")
@@ -260,7 +260,7 @@ class ConversationQuery(_Input):
 
 
 class RecentMessages(_Input):
-    recent_messages: int = Field(default=0, ge=0, le=200)
+    recent_messages: int = Field(default=0, strict=True, ge=0, le=200)
 
 
 # ---------------------------------------------------------------------------------------

@@ -576,3 +576,9 @@ async def test_unknown_arguments_are_refused(
         await fail(client, tool, "invalid_argument", **arguments)
         after = await ok(client, "list_conversations", limit=100)
     assert after == before
+
+
+@pytest.mark.parametrize("limit", [True, 2.5, "twenty", [20]])
+async def test_limits_must_be_json_integers(server: ChatstoreServer, limit: object) -> None:
+    async with Client(server) as client:
+        await fail(client, "list_conversations", "invalid_argument", limit=limit)
