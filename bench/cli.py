@@ -138,6 +138,8 @@ async def _run(args: argparse.Namespace, selected: Sequence[Workload]) -> int:
         for repeat in range(repeats):
             passes.append([])
             for workload in selected:
+                if workload.once and repeat > 0:
+                    continue
                 _log(f"{workload.id}: {workload.title} (pass {repeat + 1}/{repeats})")
                 t0 = time.perf_counter()
                 try:
@@ -156,6 +158,12 @@ async def _run(args: argparse.Namespace, selected: Sequence[Workload]) -> int:
         await admin.close()
 
     results = combine(passes)
+    describers = {w.id: w.describe for w in selected if w.describe is not None}
+    details = {
+        r.id: describe(r)
+        for r in results
+        if r.status == "ok" and (describe := describers.get(r.id)) is not None
+    }
     document: dict[str, Any] = {
         "format": RESULTS_FORMAT,
         "started_at": started_at,
@@ -197,6 +205,7 @@ async def _run(args: argparse.Namespace, selected: Sequence[Workload]) -> int:
             if "passed" in r.checks
         ],
         "workloads": results,
+        "details": details,
         "passes": passes if len(passes) > 1 else [],
         "profiles": ctx.profiles,
     }
@@ -211,6 +220,9 @@ async def _run(args: argparse.Namespace, selected: Sequence[Workload]) -> int:
     )
     print()
     print(format_table(results))
+    for lines in details.values():
+        print()
+        print("\n".join(lines))
     plans = format_plans(results)
     if plans:
         print()

@@ -45,6 +45,20 @@ class Profile:
     w5_page: int
     w5_page_number: int
     w5_reads: int
+    # W6: MCP round trips (in-process, stdio, streamable HTTP) against the bare store call.
+    w6_messages: int
+    w6_page: int
+    w6_reads: int
+    w6_appends: int
+    w6_warmup: int
+    # W7: HTTP load, several server processes on one database.
+    w7_servers: int
+    w7_clients: int
+    w7_seconds: float
+    w7_append_share: float
+    w7_users: int
+    w7_conversations_per_user: int
+    w7_seed_messages: int
     # Shared.
     repeats: int
     read_warmup: int
@@ -71,6 +85,18 @@ FULL = Profile(
     w5_page=20,
     w5_page_number=100,
     w5_reads=500,
+    w6_messages=1_000,
+    w6_page=50,
+    w6_reads=200,
+    w6_appends=200,
+    w6_warmup=30,
+    w7_servers=2,
+    w7_clients=16,
+    w7_seconds=60.0,
+    w7_append_share=0.3,
+    w7_users=4,
+    w7_conversations_per_user=2,
+    w7_seed_messages=100,
     repeats=5,
     read_warmup=50,
     budget_s=90.0,
@@ -93,6 +119,18 @@ QUICK = Profile(
     w5_page=20,
     w5_page_number=100,
     w5_reads=200,
+    w6_messages=1_000,
+    w6_page=50,
+    w6_reads=40,
+    w6_appends=40,
+    w6_warmup=10,
+    w7_servers=2,
+    w7_clients=16,
+    w7_seconds=5.0,
+    w7_append_share=0.3,
+    w7_users=4,
+    w7_conversations_per_user=2,
+    w7_seed_messages=100,
     repeats=1,
     read_warmup=20,
     budget_s=10.0,

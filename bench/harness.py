@@ -79,18 +79,38 @@ class Stats:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A bound on a ratio: ``ratio <= value`` (costs) or ``ratio >= value`` (throughput)."""
+    """A bound on a ratio: ``ratio <= value`` (costs) or ``ratio >= value`` (throughput).
+
+    With a ``unit`` it is an absolute bound instead, on the numerator's own ``stat``
+    ("median" or "p99", in that unit): W6's "stdio p50 ≤ 3 ms", W7's "≥ 500 calls/s".
+    Absolute bounds are for figures that have no floor to divide by; on a shared machine
+    they move with the machine's load, which the table's spread column shows.
+    """
 
     op: Literal["<=", ">="]
     value: float
+    unit: str | None = None
+    stat: Literal["median", "p99"] = "median"
 
-    def met(self, ratio: float) -> bool:
-        if math.isnan(ratio):
+    def met(self, value: float) -> bool:
+        if math.isnan(value):
             return False
-        return ratio <= self.value if self.op == "<=" else ratio >= self.value
+        return value <= self.value if self.op == "<=" else value >= self.value
+
+    def measured(self, figure: Figure) -> float:
+        """The number this target bounds: the figure's ratio, or its own median/p99."""
+        if self.unit is None:
+            return figure.ratio
+        stats = figure.numerator
+        return math.nan if stats is None else float(getattr(stats, self.stat))
 
     def __str__(self) -> str:
-        return f"{'≤' if self.op == '<=' else '≥'} {self.value:.2f}x"
+        sign = "≤" if self.op == "<=" else "≥"
+        if self.unit is None:
+            return f"{sign} {self.value:.2f}x"
+        stat = "p50 " if self.stat == "median" and self.unit == "ms" else ""
+        stat = "p99 " if self.stat == "p99" else stat
+        return f"{stat}{sign} {self.value:g} {self.unit}"
 
 
 @dataclass(slots=True)
@@ -191,10 +211,15 @@ class Figure:
     met: bool | None = None
     truncated: bool = False
     notes: list[str] = field(default_factory=list)
+    #: For figures without a ratio (absolute throughput, say): the figure's value in each
+    #: contiguous slice of the run, shown as the spread instead of per-round ratios.
+    slice_values: list[float] = field(default_factory=list)
+    #: False: kept in the JSON and the workload's details, left out of the main table.
+    in_table: bool = True
 
     def __post_init__(self) -> None:
         if self.target is not None and self.met is None:
-            self.met = self.target.met(self.ratio)
+            self.met = self.target.met(self.target.measured(self))
 
 
 def compare(

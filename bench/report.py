@@ -72,7 +72,12 @@ def _combine_figures(figures: Sequence[Figure]) -> Figure:
         ratio_p99=_median(p99s) if p99s else None,
         numerator=_combine_stats([f.numerator for f in figures]),
         denominator=_combine_stats([f.denominator for f in figures]),
-        round_ratios=ratios,
+        round_ratios=[] if first.slice_values else ratios,
+        slice_values=(
+            [f.numerator.median for f in figures if f.numerator is not None]
+            if first.slice_values
+            else []
+        ),
         basis=f"{first.basis}; median of {len(figures)} passes",
         met=None,
         truncated=any(f.truncated for f in figures),
@@ -82,12 +87,17 @@ def _combine_figures(figures: Sequence[Figure]) -> Figure:
 
 def combine(passes: Sequence[Sequence[WorkloadResult]]) -> list[WorkloadResult]:
     """One result per workload from several passes: the median ratio of the passes, the
-    pass-to-pass spread, correctness passed only if it passed every time."""
+    pass-to-pass spread, correctness passed only if it passed every time.
+
+    A workload that runs once per run (W7) appears in the first pass only."""
     if len(passes) == 1:
         return list(passes[0])
     combined: list[WorkloadResult] = []
-    for index, first in enumerate(passes[0]):
-        runs = [p[index] for p in passes]
+    for first in passes[0]:
+        runs = [r for p in passes for r in p if r.id == first.id]
+        if len(runs) == 1:
+            combined.append(first)
+            continue
         ok = [r for r in runs if r.status == "ok"]
         if not ok:
             combined.append(runs[-1])
@@ -158,6 +168,17 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}x"
 
 
+def _spread(figure: Figure) -> str:
+    if figure.round_ratios:
+        return f"{min(figure.round_ratios):.2f}-{max(figure.round_ratios):.2f}"
+    values = [v for v in figure.slice_values if not math.isnan(v)]
+    if not values:
+        return "-"
+    if figure.unit == "ms":
+        return f"{min(values):.3f}-{max(values):.3f}"
+    return f"{min(values):,.0f}-{max(values):,.0f}"
+
+
 def _verdict(figure: Figure) -> str:
     if figure.target is None:
         return "info"
@@ -190,17 +211,21 @@ def format_table(results: Sequence[WorkloadResult]) -> str:
             )
             continue
         for figure in result.figures:
+            if not figure.in_table:
+                continue
             num = figure.numerator
             den = figure.denominator
-            spread = "-"
-            if figure.round_ratios:
-                spread = f"{min(figure.round_ratios):.2f}-{max(figure.round_ratios):.2f}"
+            spread = _spread(figure)
             label = figure.label + (" (truncated)" if figure.truncated else "")
+            value = _value(num.median, figure.unit) if num else "-"
+            if num is not None and den is None and figure.unit == "ms":
+                # an absolute latency (no base to divide by): both ends of the distribution
+                value = f"p50 {num.median:.2f} / p99 {num.p99:.2f} ms"
             rows.append(
                 (
                     figure.workload,
                     label,
-                    _value(num.median, figure.unit) if num else "-",
+                    value,
                     _value(den.median, figure.unit) if den else "-",
                     _ratio(figure.ratio),
                     _ratio(figure.ratio_p99),

@@ -1,11 +1,11 @@
 """The workloads: one module each, discovered by file name.
 
 A module named ``w<N>_<slug>.py`` in this package that defines ``WORKLOAD`` (a
-``Workload``) is picked up and run in order of ``N``. To add one (the MCP round trips, W6,
-say), write ``bench/workloads/w6_mcp.py`` with ``WORKLOAD = Workload("W6", "…", run)`` where
-``run(ctx)`` measures chatstore against its floor and returns a ``WorkloadResult``; nothing
-else needs to change. ``ctx.store_url`` is the migrated database a server process can be
-pointed at (``CHATSTORE_DATABASE_URL``).
+``Workload``) is picked up and run in order of ``N``. To add one, write
+``bench/workloads/w8_<slug>.py`` with ``WORKLOAD = Workload("W8", "…", run)`` where
+``run(ctx)`` measures chatstore against its floor (or base) and returns a ``WorkloadResult``;
+nothing else needs to change. ``ctx.store_url`` is the migrated database a server process can
+be pointed at (``CHATSTORE_DATABASE_URL``); ``bench.servers`` starts such processes (W6, W7).
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ class Workload:
     id: str
     title: str
     run: Callable[[BenchContext], Awaitable[WorkloadResult]]
+    #: Run in the first pass only (a long load test is its own repetition: W7).
+    once: bool = False
+    #: Extra lines printed under the table from the (combined) result, e.g. p99s and CPU.
+    describe: Callable[[WorkloadResult], list[str]] | None = None
 
 
 def discover() -> list[Workload]:
