@@ -26,7 +26,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
-from mcp_server.server import ChatstoreServer, create_server
+from mcp_server.server import ChatstoreServer, chatstore_version, create_server
 from store import ConversationStore, Settings, StoreError
 
 log = logging.getLogger("chatstore")
@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chatstore",
         description="Durable, per-user conversation history for AI agents, as an MCP server.",
     )
-    parser.add_argument("--version", action="version", version=f"chatstore {_version()}")
+    parser.add_argument("--version", action="version", version=f"chatstore {chatstore_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the MCP server (stdio unless --http)")
     serve.add_argument("--http", action="store_true", help="streamable HTTP at /mcp, JWT auth")
@@ -339,15 +339,6 @@ def build_parser() -> argparse.ArgumentParser:
     purge = sub.add_parser("purge-user", help="delete every conversation and message of a user")
     purge.add_argument("user")
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("chatstore")
-    except PackageNotFoundError:  # pragma: no cover
-        return "0"
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

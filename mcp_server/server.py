@@ -47,7 +47,7 @@ from store import (
     Settings,
     StoreError,
 )
-from store.schemas import Conversation
+from store.schemas import Conversation, rfc3339
 from store.store import describe_validation_error
 
 log = logging.getLogger("chatstore.server")
@@ -400,7 +400,7 @@ def render_transcript(conversation: ConversationWithMessages) -> str:
         f"- id: `{conversation.id}`\n"
         f"- messages: {conversation.message_count}"
         + (f" (showing the latest {shown})" if shown < conversation.message_count else "")
-        + f"\n- updated: {conversation.model_dump(mode='json')['updated_at']}"
+        + f"\n- updated: {rfc3339(conversation.updated_at)}"
     )
     for message in conversation.messages:
         lines += ["", f"## {message.seq}. {message.role}", ""]
@@ -453,9 +453,7 @@ class ChatstoreServer(MCPServer[AppContext]):
                 uri=f"{RESOURCE_PREFIX}{c.id}",
                 name=c.title or f"Untitled conversation {c.id}",
                 title=c.title or "Untitled conversation",
-                description=(
-                    f"{_count(c.message_count)}, updated {c.model_dump(mode='json')['updated_at']}"
-                ),
+                description=(f"{_count(c.message_count)}, updated {rfc3339(c.updated_at)}"),
                 mime_type="text/markdown",
             )
             for c in page.conversations
@@ -515,7 +513,7 @@ def create_server(
         name="chatstore",
         title="chatstore",
         instructions=INSTRUCTIONS,
-        version=_version(),
+        version=chatstore_version(),
         lifespan=lifespan,
         tools=_build_tools(settings),
         log_level=settings.log_level,
@@ -560,7 +558,7 @@ def create_server(
     return server
 
 
-def _version() -> str:
+def chatstore_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:

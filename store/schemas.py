@@ -51,7 +51,8 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def _rfc3339(value: datetime) -> str:
+def rfc3339(value: datetime) -> str:
+    """The contract's timestamp form: RFC 3339, UTC, microseconds, ``Z``."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     # isoformat keeps microseconds even when they are zero with timespec; "+00:00" → "Z".
@@ -60,7 +61,7 @@ def _rfc3339(value: datetime) -> str:
 
 Timestamp = Annotated[
     datetime,
-    PlainSerializer(_rfc3339, return_type=str, when_used="json"),
+    PlainSerializer(rfc3339, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
