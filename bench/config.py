@@ -9,7 +9,7 @@ the large dataset already exists.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 __all__ = ["DEFAULT_LARGE_DB", "DEFAULT_SERVER_URL", "FULL", "PROFILES", "QUICK", "Profile"]
@@ -102,35 +102,22 @@ FULL = Profile(
     budget_s=90.0,
 )
 
-QUICK = Profile(
+# The same workloads, smaller: only what differs from FULL.
+QUICK = replace(
+    FULL,
     name="quick",
     w1_appends=300,
     w1_warmup=30,
-    w2_messages=5_000,
-    w2_page=50,
     w2_reads=200,
     w3_reads=150,
-    w3_deep=500_000,
     build_large=False,
-    w4_workers=8,
     w4_per_worker=60,
     w4_rounds=3,
-    w5_conversations=10_000,
-    w5_page=20,
-    w5_page_number=100,
     w5_reads=200,
-    w6_messages=1_000,
-    w6_page=50,
     w6_reads=40,
     w6_appends=40,
     w6_warmup=10,
-    w7_servers=2,
-    w7_clients=16,
     w7_seconds=5.0,
-    w7_append_share=0.3,
-    w7_users=4,
-    w7_conversations_per_user=2,
-    w7_seed_messages=100,
     repeats=1,
     read_warmup=20,
     budget_s=10.0,
