@@ -67,7 +67,7 @@ async def upgrade(settings: Settings) -> list[str]:
 
 
 def _sqlite_parent(settings: Settings) -> Path:
-    path = settings.resolved_database_url.split("://", 1)[1].split("?", 1)[0]
+    path = settings.sqlite_path
     return Path(path).expanduser().resolve().parent if path != ":memory:" else Path.cwd()
 
 

@@ -70,6 +70,17 @@ class Settings(BaseSettings):
         return dialect_of(self.resolved_database_url)
 
     @property
+    def sqlite_path(self) -> str:
+        """The file behind a ``sqlite://`` URL, as Tortoise and aerich read it (``:memory:``
+        stays as it is); the one place a SQLite URL is taken apart."""
+        from tortoise.backends.base.config_generator import expand_db_url
+
+        if self.dialect != "sqlite":
+            raise ValueError("not a SQLite database URL")
+        path: str = expand_db_url(self.resolved_database_url)["credentials"]["file_path"]
+        return path
+
+    @property
     def is_embedded_default(self) -> bool:
         return not self.database_url
 
