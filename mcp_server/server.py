@@ -48,7 +48,7 @@ from store import (
     StoreError,
 )
 from store.schemas import Conversation, rfc3339
-from store.store import describe_validation_error
+from store.schemas import describe_validation_error
 
 log = logging.getLogger("chatstore.server")
 

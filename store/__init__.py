@@ -3,6 +3,7 @@
 The public surface is re-exported here; the ORM models never leave this package.
 """
 
+from store.contract import Limits, Role
 from store.errors import (
     Conflict,
     InvalidArgument,
@@ -16,11 +17,9 @@ from store.schemas import (
     ConversationPage,
     ConversationWithMessages,
     DeletedConversation,
-    Limits,
     Message,
     MessagePage,
     PurgedUser,
-    Role,
 )
 from store.settings import Settings
 from store.store import ConversationStore, open_store

@@ -9,7 +9,8 @@
         └── SchemaBehind       the database is not migrated to head (an operator must act)
 
 Messages are written for the caller: they never carry SQL, driver text, paths or another
-user's data. Driver exceptions are translated once, in ``store.store._translate_errors``.
+user's data. Driver exceptions are translated once, by the guard every call runs under
+(``store._guard.Guard``); input is refused before any database work (``store.schemas``).
 """
 
 from __future__ import annotations

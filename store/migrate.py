@@ -15,11 +15,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import migrations as _migrations_pkg
 from store.errors import SchemaBehind
-from store.settings import APP_LABEL, Settings, tortoise_config
+from store.settings import Settings
+
+#: The Tortoise app label the models live in; aerich keys its history on it.
+APP_LABEL = "models"
 
 Dialect = Literal["postgres", "sqlite"]
 DIALECTS: tuple[Dialect, ...] = ("postgres", "sqlite")
@@ -44,14 +47,34 @@ def shipped_versions(dialect: Dialect, root: Path = MIGRATIONS_ROOT) -> list[str
     return sorted(names, key=lambda name: int(name.split("_", 1)[0]))
 
 
+def tortoise_config(settings: Settings, *, with_aerich: bool = False) -> dict[str, Any]:
+    """The Tortoise config dict for ``settings`` (``with_aerich`` adds aerich's history model).
+
+    Tortoise is used for the schema only: the models define it, aerich migrates it through
+    this config. The store itself talks to the database through its backends.
+    """
+    from store.backends import backend_class
+
+    models = ["store.models", "aerich.models"] if with_aerich else ["store.models"]
+    # The connection is named after its dialect: Tortoise caches SQL per connection name,
+    # and one process (the test suite) may hold a SQLite and a PostgreSQL context at once.
+    name = settings.dialect
+    return {
+        "connections": {name: backend_class(settings).tortoise_connection(settings)},
+        "apps": {APP_LABEL: {"models": models, "default_connection": name}},
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
 async def upgrade(settings: Settings) -> list[str]:
     """Bring the configured database to head; returns the migrations applied (may be none)."""
     from aerich import Command
     from tortoise.context import TortoiseContext
 
-    if settings.dialect == "sqlite":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        _sqlite_parent(settings).mkdir(parents=True, exist_ok=True)
+    from store.backends import backend_class
+
+    backend_class(settings).prepare(settings)
     config = tortoise_config(settings, with_aerich=True)
     location = str(migrations_location(settings.dialect))
     # aerich initialises Tortoise's global state; a private context keeps that state out of
@@ -64,11 +87,6 @@ async def upgrade(settings: Settings) -> list[str]:
             return applied
         finally:
             await ctx.close_connections()
-
-
-def _sqlite_parent(settings: Settings) -> Path:
-    path = settings.sqlite_path
-    return Path(path).expanduser().resolve().parent if path != ":memory:" else Path.cwd()
 
 
 def behind_error(missing: list[str]) -> SchemaBehind:

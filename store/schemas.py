@@ -8,9 +8,9 @@ RFC 3339 UTC timestamps with microseconds.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -19,36 +19,32 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-Role = Literal["system", "user", "assistant", "tool"]
-ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+from store.contract import (
+    DEFAULT_CONVERSATION_PAGE,
+    DEFAULT_LIMITS,
+    DEFAULT_MESSAGE_PAGE,
+    MAX_CONVERSATION_PAGE,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_JSON_DEPTH,
+    MAX_MESSAGE_PAGE,
+    MAX_RECENT_MESSAGES,
+    MAX_SEQ_CURSOR,
+    MAX_TOOL_CALL_ID_CHARS,
+    MAX_USER_CHARS,
+    ROLES,
+    Limits,
+    Role,
+)
+from store.errors import InvalidArgument
 
-#: Nesting deeper than this in metadata or tool_calls is refused (and keeps the checks
-#: below from recursing without bound).
-MAX_JSON_DEPTH = 64
-MAX_IDEMPOTENCY_KEY_CHARS = 200
-MAX_TOOL_CALL_ID_CHARS = 200
-#: The largest before_seq/after_seq accepted: far beyond any real seq, and with room below
-#: BIGINT's maximum for the page arithmetic in SQL.
-MAX_SEQ_CURSOR = 2**62
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The configurable size limits, passed to validation as context."""
-
-    max_content_chars: int = 100_000
-    max_title_chars: int = 200
-    max_metadata_bytes: int = 16 * 1024
-    max_tool_calls_bytes: int = 64 * 1024
-
-
-DEFAULT_LIMITS = Limits()
+M = TypeVar("M", bound=BaseModel)
 
 
 def rfc3339(value: datetime) -> str:
@@ -119,11 +115,91 @@ def check_json(value: Any, what: str, max_bytes: int) -> Any:
     return value
 
 
+def json_identity(value: Any) -> Any:
+    """``value`` in a form whose ``==`` is JSON equality.
+
+    Python's ``==`` says ``True == 1``, and jsonb hands back 1e23 as the int
+    100000000000000000000000, which is not the float 1e23: numbers compare here as the
+    exact decimals written to the database, and booleans apart from numbers.
+    """
+    if isinstance(value, dict):
+        return {key: json_identity(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_identity(item) for item in value]
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", Decimal(repr(value)))
+    return value
+
+
 def _limits(info: ValidationInfo) -> Limits:
     context = info.context
     if isinstance(context, Limits):
         return context
     return DEFAULT_LIMITS
+
+
+# ---------------------------------------------------------------------------------------
+# Validation entry points: what the store (and the MCP layer) call.
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A ValidationError in words, without echoing the rejected values back."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "is not a known argument"
+        elif error["type"] == "literal_error" and where == "role":
+            message = f"must be one of {', '.join(ROLES)}"
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def validate(model: type[M], limits: Limits, **values: Any) -> M:
+    """``model`` from ``values`` under ``limits``, or ``InvalidArgument`` saying what is wrong."""
+    try:
+        return model.model_validate(values, context=limits)
+    except ValidationError as exc:
+        raise InvalidArgument(describe_validation_error(exc)) from None
+
+
+def parse_id(value: Any, what: str = "conversation_id") -> UUID:
+    """A UUID given as a UUID or in any of its usual string spellings."""
+    if isinstance(value, UUID):
+        return value
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be a UUID string")
+    try:
+        check_text(value, what)
+        return UUID(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"{what} must be a UUID string, like the ids this server returns"
+        ) from None
+
+
+def check_user(user: str) -> str:
+    """``user`` if it can be a user (1 to ``MAX_USER_CHARS`` characters of valid text)."""
+    if not isinstance(user, str) or not user or len(user) > MAX_USER_CHARS:
+        raise InvalidArgument(
+            f"user must be a non-empty string of at most {MAX_USER_CHARS} characters"
+        )
+    try:
+        check_text(user, "user")
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return user
+
+
+def valid_user(value: object) -> bool:
+    try:
+        check_user(value)  # type: ignore[arg-type]
+    except InvalidArgument:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -158,6 +234,19 @@ class NewConversation(_Input):
         if len(value) > limit:
             raise ValueError(f"title is {len(value)} characters; the limit is {limit}")
         return value
+
+
+def _short_text(value: str | None, what: str, limit: int, *, blank: bool) -> str | None:
+    """An optional identifier-like text: valid, not empty (nor only whitespace unless
+    ``blank``), at most ``limit`` characters."""
+    if value is None:
+        return None
+    check_text(value, what)
+    if not (value if blank else value.strip()):
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > limit:
+        raise ValueError(f"{what} is {len(value)} characters; the limit is {limit}")
+    return value
 
 
 class NewMessage(_Input):
@@ -195,29 +284,12 @@ class NewMessage(_Input):
     @field_validator("tool_call_id")
     @classmethod
     def _tool_call_id(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        check_text(value, "tool_call_id")
-        if not value.strip():
-            raise ValueError("tool_call_id must not be empty")
-        if len(value) > MAX_TOOL_CALL_ID_CHARS:
-            raise ValueError(f"tool_call_id is longer than {MAX_TOOL_CALL_ID_CHARS} characters")
-        return value
+        return _short_text(value, "tool_call_id", MAX_TOOL_CALL_ID_CHARS, blank=False)
 
     @field_validator("idempotency_key")
     @classmethod
     def _idempotency_key(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        check_text(value, "idempotency_key")
-        if not value:
-            raise ValueError("idempotency_key must not be empty")
-        if len(value) > MAX_IDEMPOTENCY_KEY_CHARS:
-            raise ValueError(
-                f"idempotency_key is {len(value)} characters; "
-                f"the limit is {MAX_IDEMPOTENCY_KEY_CHARS}"
-            )
-        return value
+        return _short_text(value, "idempotency_key", MAX_IDEMPOTENCY_KEY_CHARS, blank=True)
 
     @model_validator(mode="after")
     def _roles(self) -> NewMessage:
@@ -236,7 +308,7 @@ class NewMessage(_Input):
 
 
 class MessageQuery(_Input):
-    limit: int = Field(default=50, strict=True, ge=1, le=200)
+    limit: int = Field(default=DEFAULT_MESSAGE_PAGE, strict=True, ge=1, le=MAX_MESSAGE_PAGE)
     # seq is a BIGINT: larger cursors would fail in the driver, not as invalid_argument.
     before_seq: int | None = Field(default=None, strict=True, ge=1, le=MAX_SEQ_CURSOR)
     after_seq: int | None = Field(default=None, strict=True, ge=0, le=MAX_SEQ_CURSOR)
@@ -249,7 +321,9 @@ class MessageQuery(_Input):
 
 
 class ConversationQuery(_Input):
-    limit: int = Field(default=20, strict=True, ge=1, le=100)
+    limit: int = Field(
+        default=DEFAULT_CONVERSATION_PAGE, strict=True, ge=1, le=MAX_CONVERSATION_PAGE
+    )
     cursor: str | None = None
 
     @field_validator("cursor")
@@ -261,7 +335,7 @@ class ConversationQuery(_Input):
 
 
 class RecentMessages(_Input):
-    recent_messages: int = Field(default=0, strict=True, ge=0, le=200)
+    recent_messages: int = Field(default=0, strict=True, ge=0, le=MAX_RECENT_MESSAGES)
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,7 +402,3 @@ class PurgedUser(_Output):
     user: str
     conversations_deleted: int
     messages_deleted: int
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

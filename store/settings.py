@@ -9,8 +9,7 @@ import platformdirs
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The Tortoise app label the models live in; aerich keys its history on it.
-APP_LABEL = "models"
+from store.contract import DEFAULT_LIMITS, Limits
 
 
 def default_data_dir() -> Path:
@@ -30,10 +29,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
 
     # Limits. The contract's defaults; each can be raised or lowered by an operator.
-    max_content_chars: int = Field(default=100_000, ge=1)
-    max_title_chars: int = Field(default=200, ge=1)
-    max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
-    max_tool_calls_bytes: int = Field(default=64 * 1024, ge=2)
+    max_content_chars: int = Field(default=DEFAULT_LIMITS.max_content_chars, ge=1)
+    max_title_chars: int = Field(default=DEFAULT_LIMITS.max_title_chars, ge=1)
+    max_metadata_bytes: int = Field(default=DEFAULT_LIMITS.max_metadata_bytes, ge=2)
+    max_tool_calls_bytes: int = Field(default=DEFAULT_LIMITS.max_tool_calls_bytes, ge=2)
 
     # Connection handling. A call that cannot get an answer from the database within
     # db_timeout seconds fails with `unavailable` instead of hanging.
@@ -59,6 +58,15 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_content_chars=self.max_content_chars,
+            max_title_chars=self.max_title_chars,
+            max_metadata_bytes=self.max_metadata_bytes,
+            max_tool_calls_bytes=self.max_tool_calls_bytes,
+        )
+
+    @property
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""
         if self.database_url:
@@ -73,11 +81,10 @@ class Settings(BaseSettings):
     def sqlite_path(self) -> str:
         """The file behind a ``sqlite://`` URL, as Tortoise and aerich read it (``:memory:``
         stays as it is); the one place a SQLite URL is taken apart."""
-        from tortoise.backends.base.config_generator import expand_db_url
-
-        if self.dialect != "sqlite":
+        credentials = database_credentials(self.resolved_database_url)
+        if "file_path" not in credentials:
             raise ValueError("not a SQLite database URL")
-        path: str = expand_db_url(self.resolved_database_url)["credentials"]["file_path"]
+        path: str = credentials["file_path"]
         return path
 
     @property
@@ -85,52 +92,29 @@ class Settings(BaseSettings):
         return not self.database_url
 
 
-async def _no_session_reset(connection: Any) -> None:
-    return None
+_DIALECTS: dict[str, Literal["postgres", "sqlite"]] = {
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "asyncpg": "postgres",
+    "sqlite": "sqlite",
+}
 
 
 def dialect_of(url: str) -> Literal["postgres", "sqlite"]:
     scheme = url.split(":", 1)[0].lower()
-    if scheme in {"postgres", "postgresql", "asyncpg"}:
-        return "postgres"
-    if scheme == "sqlite":
-        return "sqlite"
-    raise ValueError(f"unsupported database URL scheme {scheme!r}: use postgres://… or sqlite://…")
+    try:
+        return _DIALECTS[scheme]
+    except KeyError:
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}: use postgres://… or sqlite://…"
+        ) from None
 
 
-def tortoise_config(settings: Settings, *, with_aerich: bool = False) -> dict[str, Any]:
-    """The Tortoise config dict for ``settings`` (``with_aerich`` adds aerich's history model)."""
+def database_credentials(url: str) -> dict[str, Any]:
+    """``url`` taken apart as Tortoise (and so aerich) reads it: host, port, user, password and
+    database, or a SQLite ``file_path``; query parameters become further keys."""
     # Imported lazily so that reading settings never pulls in the ORM.
     from tortoise.backends.base.config_generator import expand_db_url
 
-    url = settings.resolved_database_url
-    connection = expand_db_url(url)
-    credentials: dict[str, Any] = connection["credentials"]
-    if settings.dialect == "postgres":
-        connection["engine"] = "tortoise.backends.asyncpg"
-        credentials.setdefault("minsize", settings.db_pool_min)
-        credentials.setdefault("maxsize", settings.db_pool_max)
-        credentials.setdefault("timeout", settings.db_connect_timeout)
-        # No asyncpg command_timeout: every store call already runs under one deadline
-        # (CHATSTORE_DB_TIMEOUT, pool wait included), and a second timer per query measured
-        # ~10 µs an append (bench W1).
-        # chatstore never leaves session state behind (no SET, LISTEN, advisory locks or
-        # cursors), so returning a connection to the pool skips asyncpg's reset query: one
-        # round trip less per call. An open transaction is still rolled back.
-        credentials.setdefault("reset", _no_session_reset)
-        server_settings = credentials.setdefault("server_settings", {})
-        server_settings.setdefault("application_name", "chatstore")
-    else:
-        # Several processes may share one file (a CLI beside a server): wait for the
-        # writer instead of failing at once with "database is locked".
-        credentials.setdefault("busy_timeout", int(settings.db_timeout * 1000))
-    models = ["store.models", "aerich.models"] if with_aerich else ["store.models"]
-    # The connection is named after its dialect: Tortoise caches SQL per connection name,
-    # and one process (the test suite) may hold a SQLite and a PostgreSQL context at once.
-    name = settings.dialect
-    return {
-        "connections": {name: connection},
-        "apps": {APP_LABEL: {"models": models, "default_connection": name}},
-        "use_tz": True,
-        "timezone": "UTC",
-    }
+    credentials: dict[str, Any] = expand_db_url(url)["credentials"]
+    return credentials

@@ -22,7 +22,7 @@ from mcp_types import CallToolResult
 
 from mcp_server.server import create_server
 from store import ConversationStore, Settings
-from store.store import _encode_cursor
+from store._cursor import encode_cursor
 from tests.reliability.dbcheck import Db
 from tests.security.conftest import STDIO_FALLBACK_USER
 from tests.security.leaks import clean
@@ -222,7 +222,7 @@ async def isolation_matrix(alice: Client, bob: Client, alice_user: str, bob_user
     assert error_code(stolen) == "invalid_argument"
     tally.texts.append(clean(error_text(stolen), foreign=victim.secrets()))
     updated_at = datetime.fromisoformat(str(before["updated_at"]).replace("Z", "+00:00"))
-    forged = _encode_cursor(bob_user, updated_at, uuid.UUID(victim.conversation))
+    forged = encode_cursor(bob_user, (updated_at, uuid.UUID(victim.conversation)))
     page = _data(await bob.call_tool("list_conversations", {"cursor": forged, "limit": 100}))
     assert {str(c["id"]) for c in page["conversations"]} <= set(seen)
     tally.probes += 2

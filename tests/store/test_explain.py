@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import asyncpg.connection
 import pytest
 
 from store import migrate
@@ -135,17 +136,18 @@ def _nodes(plan: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
 
 
 class Captured:
-    """The statements a store sends, recorded on their way to the database."""
+    """The statements a store sends, recorded on their way to the database (every asyncpg
+    connection's ``fetch``, which the PostgreSQL backend sends its reads through)."""
 
-    def __init__(self, store: ConversationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.statements: list[tuple[str, tuple[Any, ...]]] = []
-        real = store._fetch
+        real = asyncpg.connection.Connection.fetch
 
-        async def spy(sql: str, *args: Any) -> Sequence[Mapping[str, Any]]:
+        async def spy(conn: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
             self.statements.append((sql, args))
-            return await real(sql, *args)
+            return await real(conn, sql, *args, **kwargs)
 
-        monkeypatch.setattr(store, "_fetch", spy)
+        monkeypatch.setattr(asyncpg.connection.Connection, "fetch", spy)
 
     def only(self, table: str) -> tuple[str, tuple[Any, ...]]:
         matching = [
@@ -238,7 +240,7 @@ async def test_list_messages_uses_the_conversation_seq_index(
     plan: str,
 ) -> None:
     async with ConversationStore(Settings(database_url=seeded.url)) as store:
-        captured = Captured(store, monkeypatch)
+        captured = Captured(monkeypatch)
         page = await store.list_messages(
             user=USER, conversation_id=seeded.long_conversation, limit=50, **arguments
         )
@@ -257,7 +259,7 @@ async def test_a_short_conversation_is_read_through_its_own_rows(
     # For a handful of rows the planner may fetch them all and sort; what it must never do is
     # start from the user's whole history (messages_user) or the whole table.
     async with ConversationStore(Settings(database_url=seeded.url)) as store:
-        captured = Captured(store, monkeypatch)
+        captured = Captured(monkeypatch)
         await store.list_messages(user=USER, conversation_id=seeded.short_conversation)
         sql, args = captured.only("messages")
     assert _normal(sql) == _normal(MESSAGES_LATEST)
@@ -275,7 +277,7 @@ async def test_list_conversations_uses_conversations_user_recent(
     seeded: Seeded, monkeypatch: pytest.MonkeyPatch, plan: str
 ) -> None:
     async with ConversationStore(Settings(database_url=seeded.url)) as store:
-        captured = Captured(store, monkeypatch)
+        captured = Captured(monkeypatch)
         first = await store.list_conversations(user=HEAVY_USER, limit=10)
         first_sql, first_args = captured.only("conversations")
         assert first.next_cursor is not None

@@ -1,0 +1,108 @@
+"""Output models from database rows, for both backends.
+
+Every conversation query selects exactly ``CONVERSATION_COLUMNS`` and every message query
+``MESSAGE_COLUMNS``, in that order, so a row unpacks by position: ~0.4 µs a row against ~0.7 µs
+by name (bench W2, 50 rows a call). The values come in as Python types (a backend converts its
+driver's text ids and timestamps first); JSON columns arrive as text.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from store._pydantic import trusted
+from store.schemas import Conversation, Message, NewMessage
+
+__all__ = [
+    "CONVERSATION_COLUMNS",
+    "MESSAGE_COLUMNS",
+    "conversation",
+    "load_json",
+    "message",
+    "stored_message",
+]
+
+CONVERSATION_COLUMNS = "id, title, metadata, created_at, updated_at, message_count, last_seq"
+MESSAGE_COLUMNS = (
+    "id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, created_at"
+)
+
+
+def load_json(value: Any) -> Any:
+    if value == "{}":
+        return {}  # the usual metadata; skips a parse per row on hot reads
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def conversation(
+    cid: UUID,
+    title: str | None,
+    metadata: Any,
+    created_at: datetime,
+    updated_at: datetime,
+    message_count: int,
+    last_seq: int,
+) -> Conversation:
+    return trusted(
+        Conversation,
+        {
+            "id": cid,
+            "title": title,
+            "metadata": load_json(metadata),
+            "created_at": created_at,
+            "updated_at": updated_at,
+            "message_count": message_count,
+            "last_seq": last_seq,
+        },
+    )
+
+
+def message(
+    mid: UUID,
+    cid: UUID,
+    seq: int,
+    role: str,
+    content: str,
+    tool_calls: Any,
+    tool_call_id: str | None,
+    metadata: Any,
+    created_at: datetime,
+) -> Message:
+    return trusted(
+        Message,
+        {
+            "id": mid,
+            "conversation_id": cid,
+            "seq": seq,
+            "role": role,
+            "content": content,
+            "tool_calls": None if tool_calls is None else load_json(tool_calls),
+            "tool_call_id": tool_call_id,
+            "metadata": load_json(metadata),
+            "created_at": created_at,
+        },
+    )
+
+
+def stored_message(
+    message_id: UUID, conversation_id: UUID, seq: int, created_at: datetime, new: NewMessage
+) -> Message:
+    """The message just appended: what the database decided (``seq``, ``created_at``) and the
+    validated input it stored, rather than an echo of a 100 KB content over the wire."""
+    return trusted(
+        Message,
+        {
+            "id": message_id,
+            "conversation_id": conversation_id,
+            "seq": seq,
+            "role": new.role,
+            "content": new.content,
+            "tool_calls": new.tool_calls,
+            "tool_call_id": new.tool_call_id,
+            "metadata": new.metadata,
+            "created_at": created_at,
+        },
+    )

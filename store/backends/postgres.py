@@ -1,0 +1,428 @@
+"""PostgreSQL through asyncpg: every statement of the store in ``$N`` style, one round trip each.
+
+The hot paths are single statements: an append is one ``UPDATE conversations … RETURNING``
+feeding the ``INSERT`` of the message (the row lock serialises concurrent appenders to one
+conversation; if the insert fails, the counter update is rolled back with it), and a page of
+messages walks the ``(conversation_id, seq)`` index with the owner checked on the conversation
+row. Timestamps come from the database clock, so replicas on different hosts agree.
+
+Connections: an asyncpg pool, and ``IdleConnections`` in front of it (below). Multi-statement
+writes run in a shielded task, so a cancelled caller never leaves a transaction half-done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from store import migrate
+from store._rows import (
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    conversation,
+    message,
+    stored_message,
+)
+from store.backends.base import Duplicate, Position, Window
+from store.errors import Unavailable
+from store.schemas import Conversation, Message, NewMessage, dump_json
+from store.settings import Settings, database_credentials
+
+__all__ = ["IdleConnections", "PostgresBackend"]
+
+log = logging.getLogger("chatstore.store")
+
+T = TypeVar("T")
+
+# Errors that mean "the database is not answering right now": nothing was committed by the
+# failed statement (each write is a single statement or one transaction), so a retry is safe.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    # A pooled connection whose backend was terminated (pg_terminate_backend, a restart) may
+    # already hold the server's FATAL error when it is handed out; the next query then fails
+    # with "cannot switch to state …; another operation is in progress" before sending
+    # anything. Seen under load in tests/reliability; a fresh connection works.
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.QueryCanceledError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+_CREATE_CONVERSATION = f"""
+WITH t AS (SELECT clock_timestamp() AS now),
+u AS (
+    INSERT INTO users (id, created_at) SELECT $1, t.now FROM t ON CONFLICT (id) DO NOTHING
+)
+INSERT INTO conversations
+    (id, user_id, title, metadata, created_at, updated_at, message_count, last_seq)
+SELECT $2, $1, $3, $4::jsonb, t.now, t.now, 0, 0 FROM t
+ON CONFLICT (id) DO NOTHING
+RETURNING {CONVERSATION_COLUMNS}
+"""
+
+_APPEND = f"""
+WITH c AS (
+    UPDATE conversations
+    SET last_seq = last_seq + 1,
+        message_count = message_count + 1,
+        updated_at = GREATEST(updated_at, clock_timestamp())
+    WHERE id = $1 AND user_id = $2
+    RETURNING id, user_id, last_seq, updated_at
+)
+INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key)
+SELECT $3, c.id, c.last_seq, $4, $5, $6::jsonb, $7, $8::jsonb, c.updated_at, c.user_id, $9
+FROM c
+RETURNING seq, created_at
+"""
+
+# The user scope of a page is checked once, on the conversation row, rather than as a filter
+# on messages.user_id: PostgreSQL takes that column to be independent of conversation_id,
+# underestimates the page by the user's share of all messages and picks a bitmap-AND with
+# messages_user plus a sort, whose cost grows with the user's whole history.
+_PAGE = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND EXISTS "
+    "(SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2) "
+)
+_LATEST = _PAGE + "ORDER BY seq DESC LIMIT $3"
+_BEFORE = _PAGE + "AND seq < $3 ORDER BY seq DESC LIMIT $4"
+# seq is gapless, so the page lies within N+1 .. N+count. The upper bound is what the LIMIT
+# implies, written out: the planner estimates "seq > N" from all conversations' seqs, badly
+# underestimates a deep page of a long one and would otherwise read every newer message of it
+# (bitmap scan plus sort).
+_AFTER = _PAGE + "AND seq > $3 AND seq <= $3 + $4 ORDER BY seq ASC LIMIT $4"
+
+_CONVERSATIONS = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1 "
+_CONVERSATIONS_FIRST = _CONVERSATIONS + "ORDER BY updated_at DESC, id DESC LIMIT $2"
+_CONVERSATIONS_AFTER = (
+    _CONVERSATIONS + "AND (updated_at, id) < ($2, $3) ORDER BY updated_at DESC, id DESC LIMIT $4"
+)
+
+
+async def _no_session_reset(connection: Any) -> None:
+    # chatstore never leaves session state behind (no SET, LISTEN, advisory locks or cursors),
+    # so returning a connection to the pool skips asyncpg's reset query: one round trip less
+    # per call. An open transaction is still rolled back by the pool.
+    return None
+
+
+_CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND user_id = $2"
+_DELETE_CONVERSATION = (
+    "DELETE FROM conversations WHERE id = $1 AND user_id = $2 RETURNING message_count"
+)
+_CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2"
+_MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND user_id = $2"
+_MESSAGE_BY_KEY = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages "
+    "WHERE conversation_id = $1 AND idempotency_key = $2 AND user_id = $3"
+)
+
+
+def _pool_options(settings: Settings) -> dict[str, Any]:
+    """asyncpg pool arguments: the URL's (as Tortoise reads it, so the store and aerich agree
+    on what a URL means) over the settings' pool bounds and timeouts."""
+    options = database_credentials(settings.resolved_database_url)
+    server_settings = {"application_name": "chatstore", **options.pop("server_settings", {})}
+    # Tortoise's spellings of three options.
+    if "schema" in options:
+        server_settings["search_path"] = options.pop("schema")
+    if "application_name" in options:
+        server_settings["application_name"] = options.pop("application_name")
+    options.setdefault("min_size", options.pop("minsize", settings.db_pool_min))
+    options.setdefault("max_size", options.pop("maxsize", settings.db_pool_max))
+    options.setdefault("timeout", settings.db_connect_timeout)
+    # No command_timeout: every store call already runs under one deadline
+    # (CHATSTORE_DB_TIMEOUT, pool wait included), and a second timer per query measured ~10 µs
+    # an append (bench W1).
+    options.setdefault("reset", _no_session_reset)
+    options["server_settings"] = server_settings
+    return options
+
+
+class IdleConnections:
+    """Connections kept checked out of asyncpg's pool between calls.
+
+    asyncpg's ``Pool.release()`` runs in a shielded task (two extra event-loop turns per call)
+    and re-arms an idle timer: 50-190 µs a call on a 2-core machine, 15-25 % of a 50-message
+    read (bench W2/W5). A connection that finished its work cleanly is parked here and handed
+    to the next call (or a waiting one) directly. Anything else (an error, a cancellation, an
+    open transaction) goes back to asyncpg's pool, which rolls back, resets or closes it. At
+    most ``size`` connections are out of the pool at once, so callers beyond that wait here,
+    never in the pool's queue where parked connections could not reach them.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
+        self._pool = pool
+        self._size = size
+        self._out = 0  # checked out of the pool: parked or in use
+        self._idle: list[Any] = []
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+
+    def _hand(self, conn: Any) -> None:
+        """Give a connection (or, with None, a free slot) to the first live waiter."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self._idle.append(conn)
+
+    async def _acquire(self) -> Any:
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if self._out < self._size:
+                self._out += 1
+                try:
+                    return await self._pool.acquire()
+                except BaseException:
+                    self._out -= 1
+                    self._hand(None)
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                conn = await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._hand(waiter.result())  # pass on what this caller was given
+                raise
+            if conn is not None:
+                return conn
+
+    async def _discard(self, conn: Any) -> None:
+        self._out -= 1
+        try:
+            await self._pool.release(conn)
+        finally:
+            self._hand(None)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        conn = await self._acquire()
+        clean = False
+        try:
+            yield conn
+            clean = not conn.is_closed() and not conn.is_in_transaction()
+        finally:
+            if clean:
+                self._hand(conn)
+            else:
+                await self._discard(conn)
+
+    async def drain(self) -> None:
+        """Return every parked connection to the pool (before expiring or closing it)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            try:
+                await self._discard(conn)
+            except asyncpg.InternalClientError:
+                # Its server connection died while parked and the pool took it back already
+                # ("release() called on a free connection holder"): nothing left to return.
+                log.debug("a parked connection was already released", exc_info=True)
+
+
+class PostgresBackend:
+    name: Literal["postgres"] = "postgres"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._idle: IdleConnections | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, settings: Settings) -> None:
+        return None
+
+    @classmethod
+    def tortoise_connection(cls, settings: Settings) -> dict[str, Any]:
+        credentials = database_credentials(settings.resolved_database_url)
+        credentials.setdefault("timeout", settings.db_connect_timeout)
+        credentials.setdefault("server_settings", {}).setdefault("application_name", "chatstore")
+        return {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
+
+    async def open(self) -> None:
+        options = _pool_options(self._settings)
+        self._pool = await asyncpg.create_pool(**options)
+        self._idle = IdleConnections(self._pool, options["max_size"])
+
+    async def close(self) -> None:
+        idle, pool, self._idle, self._pool = self._idle, self._pool, None, None
+        if idle is not None:
+            await idle.drain()
+        if pool is not None:
+            await pool.close()
+
+    def where(self) -> str:
+        credentials = database_credentials(self._settings.resolved_database_url)
+        host, port = credentials.get("host"), credentials.get("port")
+        return f"PostgreSQL at {host}:{port}, database {credentials.get('database')}"
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, _UNAVAILABLE)
+
+    async def recover(self) -> None:
+        idle, pool = self._idle, self._pool
+        if idle is None or pool is None:
+            return
+        try:
+            await idle.drain()
+            await pool.expire_connections()
+        except Exception:  # best effort: the retry (or the next call) opens fresh connections
+            log.debug("could not expire pooled connections", exc_info=True)
+
+    async def applied_migrations(self) -> set[str]:
+        try:
+            rows = await self._fetch("SELECT version FROM aerich WHERE app = $1", migrate.APP_LABEL)
+        except asyncpg.UndefinedTableError:
+            return set()  # no aerich table: nothing was ever migrated
+        return {str(row[0]) for row in rows}
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _connections(self) -> IdleConnections:
+        if self._idle is None:
+            raise Unavailable("the store is not open")
+        return self._idle
+
+    async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:
+        async with self._connections().connection() as conn:
+            rows: Sequence[Any] = await conn.fetch(sql, *args)
+            return rows
+
+    async def _one(self, sql: str, *args: Any) -> Any:
+        rows = await self._fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def _transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        idle = self._connections()
+
+        async def run() -> T:
+            async with idle.connection() as conn, conn.transaction():
+                return await work(conn)
+
+        # Shielded: a cancelled caller leaves the transaction to end in COMMIT or ROLLBACK.
+        return await asyncio.shield(asyncio.ensure_future(run()))
+
+    # -- conversations ---------------------------------------------------------------------
+
+    async def create_conversation(
+        self, *, user: str, conversation_id: UUID, title: str | None, metadata: str
+    ) -> Conversation | None:
+        # One statement: the user row (first use) and the conversation together.
+        for attempt in range(3):
+            try:
+                rows = await self._fetch(
+                    _CREATE_CONVERSATION, user, conversation_id, title, metadata
+                )
+                return conversation(*rows[0]) if rows else None
+            except asyncpg.ForeignKeyViolationError as exc:
+                # The user row existed when the statement began and an operator's purge
+                # deleted it before the foreign-key check: run it again, and the user row is
+                # created anew.
+                if attempt == 2:
+                    raise Unavailable(
+                        "the user's data was being deleted at the same time; retrying is safe"
+                    ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get_conversation(self, *, user: str, conversation_id: UUID) -> Conversation | None:
+        row = await self._one(_CONVERSATION, conversation_id, user)
+        return None if row is None else conversation(*row)
+
+    async def list_conversations(
+        self, *, user: str, limit: int, after: Position | None
+    ) -> list[Conversation]:
+        if after is None:
+            rows = await self._fetch(_CONVERSATIONS_FIRST, user, limit)
+        else:
+            rows = await self._fetch(_CONVERSATIONS_AFTER, user, after[0], after[1], limit)
+        return [conversation(*row) for row in rows]
+
+    async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
+        # The row lock DELETE takes orders it after any append in flight, so the returned
+        # message_count is exactly the number of messages the cascade removed.
+        row = await self._one(_DELETE_CONVERSATION, conversation_id, user)
+        return None if row is None else int(row[0])
+
+    async def purge_user(self, *, user: str) -> tuple[int, int]:
+        async def work(conn: Any) -> tuple[int, int]:
+            # Lock the user's conversations first so the counts match what the cascade
+            # removes even with appends in flight.
+            await conn.execute("SELECT 1 FROM conversations WHERE user_id = $1 FOR UPDATE", user)
+            row = await conn.fetchrow(
+                "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations "
+                "WHERE user_id = $1",
+                user,
+            )
+            await conn.execute("DELETE FROM users WHERE id = $1", user)
+            return int(row[0]), int(row[1])
+
+        return await self._transaction(work)
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def append_message(
+        self, *, user: str, conversation_id: UUID, message_id: UUID, message: NewMessage
+    ) -> Message | None:
+        tool_calls = None if message.tool_calls is None else dump_json(message.tool_calls)
+        try:
+            rows = await self._fetch(
+                _APPEND,
+                conversation_id,
+                user,
+                message_id,
+                message.role,
+                message.content,
+                tool_calls,
+                message.tool_call_id,
+                dump_json(message.metadata),
+                message.idempotency_key,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Duplicate from exc
+        if not rows:
+            return None
+        seq, created_at = rows[0]
+        return stored_message(message_id, conversation_id, seq, created_at, message)
+
+    async def message_by_id(self, *, user: str, message_id: UUID) -> Message | None:
+        row = await self._one(_MESSAGE_BY_ID, message_id, user)
+        return None if row is None else message(*row)
+
+    async def message_by_key(self, *, user: str, conversation_id: UUID, key: str) -> Message | None:
+        row = await self._one(_MESSAGE_BY_KEY, conversation_id, key, user)
+        return None if row is None else message(*row)
+
+    async def message_page(
+        self, *, user: str, conversation_id: UUID, window: Window
+    ) -> list[Message]:
+        cid, count = conversation_id, window.count
+        if window.after_seq is not None:
+            rows = await self._fetch(_AFTER, cid, user, window.after_seq, count)
+        elif window.before_seq is not None:
+            rows = await self._fetch(_BEFORE, cid, user, window.before_seq, count)
+        else:
+            rows = await self._fetch(_LATEST, cid, user, count)
+        return [message(*row) for row in rows]
+
+    async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool:
+        row = await self._one(_CONVERSATION_EXISTS, conversation_id, user)
+        return row is not None

@@ -1,0 +1,378 @@
+"""SQLite through aiosqlite: every statement of the store in ``?N`` style, on one connection.
+
+Writes run in ``BEGIN IMMEDIATE`` transactions, which take the file's write lock up front: every
+writer, in this process or another one sharing the file (a CLI beside a server), is serialised,
+so ``last_seq + 1`` is never handed out twice. Within the process one connection serves every
+call, one statement or transaction at a time. Ids are stored as text and timestamps as the text
+Tortoise writes (``2026-12-01 09:28:44.123456+00:00``), so they sort as they should.
+
+A file is migrated in place when it is opened: the embedded default needs no set-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+import aiosqlite
+
+from store import migrate
+from store._rows import (
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    conversation,
+    message,
+    stored_message,
+)
+from store.backends.base import Duplicate, Position, Window
+from store.errors import Unavailable
+from store.schemas import Conversation, Message, NewMessage, dump_json
+from store.settings import Settings, database_credentials
+
+__all__ = ["SqliteBackend"]
+
+log = logging.getLogger("chatstore.store")
+
+T = TypeVar("T")
+
+#: What Tortoise sets on its SQLite connections (aerich migrates through those); the URL's
+#: query parameters are further pragmas, as for Tortoise.
+_PRAGMAS = {"journal_mode": "WAL", "journal_size_limit": 16384, "foreign_keys": "ON"}
+
+
+_CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1 AND user_id = ?2"
+_DELETE_CONVERSATION = (
+    "DELETE FROM conversations WHERE id = ?1 AND user_id = ?2 RETURNING message_count"
+)
+_CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE id = ?1 AND user_id = ?2"
+_MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND user_id = ?2"
+_MESSAGE_BY_KEY = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages "
+    "WHERE conversation_id = ?1 AND idempotency_key = ?2 AND user_id = ?3"
+)
+
+
+def _busy_timeout(settings: Settings) -> int:
+    # Several processes may share one file (a CLI beside a server): wait for the writer
+    # instead of failing at once with "database is locked".
+    return int(settings.db_timeout * 1000)
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(" ")
+
+
+def _parse_ts(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _conversation(row: Sequence[Any]) -> Conversation:
+    cid, title, metadata, created_at, updated_at, message_count, last_seq = row
+    return conversation(
+        UUID(cid),
+        title,
+        metadata,
+        _parse_ts(created_at),
+        _parse_ts(updated_at),
+        message_count,
+        last_seq,
+    )
+
+
+def _message(row: Sequence[Any]) -> Message:
+    mid, cid, seq, role, content, tool_calls, tool_call_id, metadata, created_at = row
+    return message(
+        UUID(mid),
+        UUID(cid),
+        seq,
+        role,
+        content,
+        tool_calls,
+        tool_call_id,
+        metadata,
+        _parse_ts(created_at),
+    )
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    # A shielded transaction whose caller has gone: its outcome is nobody's to report.
+    if not task.cancelled():
+        task.exception()
+
+
+async def _exec(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> None:
+    cursor = await conn.execute(sql, params)
+    await cursor.close()
+
+
+async def _rows(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    return list(await conn.execute_fetchall(sql, params))
+
+
+class SqliteBackend:
+    name: Literal["sqlite"] = "sqlite"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, settings: Settings) -> None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = settings.sqlite_path
+        if path != ":memory:":
+            Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def tortoise_connection(cls, settings: Settings) -> dict[str, Any]:
+        credentials = database_credentials(settings.resolved_database_url)
+        credentials.setdefault("busy_timeout", _busy_timeout(settings))
+        return {"engine": "tortoise.backends.sqlite", "credentials": credentials}
+
+    async def open(self) -> None:
+        try:
+            applied = await migrate.upgrade(self._settings)
+        except Exception:
+            # Another process may be migrating the same file right now; if the schema is at
+            # head afterwards, all is well.
+            await asyncio.sleep(0.2)
+            applied = await migrate.upgrade(self._settings)
+        if applied:
+            log.info("migrated the SQLite database: applied %s", ", ".join(applied))
+        credentials = database_credentials(self._settings.resolved_database_url)
+        path = credentials.pop("file_path")
+        pragmas = {**_PRAGMAS, "busy_timeout": _busy_timeout(self._settings), **credentials}
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            for pragma, value in pragmas.items():
+                await _exec(conn, f"PRAGMA {pragma}={value}")
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    def where(self) -> str:
+        return "the SQLite file could not be opened"
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        if isinstance(exc, OSError | TimeoutError):
+            return True
+        text = str(exc).lower()
+        return isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in text or "busy" in text or "disk i/o" in text or "unable to open" in text
+        )
+
+    async def recover(self) -> None:
+        return None  # one connection, nothing pooled to drop
+
+    async def applied_migrations(self) -> set[str]:
+        try:
+            rows = await self._fetch("SELECT version FROM aerich WHERE app = ?1", migrate.APP_LABEL)
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return set()  # no aerich table: nothing was ever migrated
+        return {str(row[0]) for row in rows}
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise Unavailable("the store is not open")
+        return self._conn
+
+    async def _fetch(self, sql: str, *params: Any) -> list[Any]:
+        conn = self._connection()
+        async with self._lock:
+            return await _rows(conn, sql, params)
+
+    async def _one(self, sql: str, *params: Any) -> Any:
+        rows = await self._fetch(sql, *params)
+        return rows[0] if rows else None
+
+    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        conn = self._connection()
+        abandoned = False
+
+        async def run() -> T:
+            async with self._lock:
+                if abandoned:
+                    raise asyncio.CancelledError
+                await _exec(conn, "BEGIN IMMEDIATE")
+                try:
+                    if abandoned:
+                        # The caller gave up (cancelled, or timed out and was told
+                        # `unavailable`) while this waited for the write lock: write nothing,
+                        # or a retry would store the message twice.
+                        raise asyncio.CancelledError
+                    result = await work(conn)
+                except BaseException:
+                    await _exec(conn, "ROLLBACK")
+                    raise
+                await _exec(conn, "COMMIT")
+                return result
+
+        # The transaction runs in its own task that the caller's cancellation cannot reach: it
+        # always ends in COMMIT or ROLLBACK with the connection lock held, so a cancelled call
+        # leaves the whole write or none of it, and never an open transaction.
+        task = asyncio.ensure_future(run())
+        task.add_done_callback(_retrieve)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            abandoned = True
+            raise
+
+    # -- conversations ---------------------------------------------------------------------
+
+    async def create_conversation(
+        self, *, user: str, conversation_id: UUID, title: str | None, metadata: str
+    ) -> Conversation | None:
+        now = _ts(datetime.now(UTC))
+
+        async def work(conn: aiosqlite.Connection) -> list[Any]:
+            await _exec(
+                conn,
+                "INSERT INTO users (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+                (user, now),
+            )
+            return await _rows(
+                conn,
+                "INSERT INTO conversations (id, user_id, title, metadata, created_at, "
+                "updated_at, message_count, last_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 0) "
+                f"ON CONFLICT (id) DO NOTHING RETURNING {CONVERSATION_COLUMNS}",
+                (str(conversation_id), user, title, metadata, now),
+            )
+
+        rows = await self._transaction(work)
+        return _conversation(rows[0]) if rows else None
+
+    async def get_conversation(self, *, user: str, conversation_id: UUID) -> Conversation | None:
+        row = await self._one(_CONVERSATION, str(conversation_id), user)
+        return None if row is None else _conversation(row)
+
+    async def list_conversations(
+        self, *, user: str, limit: int, after: Position | None
+    ) -> list[Conversation]:
+        select = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ?1 "
+        order = "ORDER BY updated_at DESC, id DESC LIMIT "
+        if after is None:
+            rows = await self._fetch(select + order + "?2", user, limit)
+        else:
+            keyset = "AND (updated_at, id) < (?2, ?3) "
+            rows = await self._fetch(
+                select + keyset + order + "?4", user, _ts(after[0]), str(after[1]), limit
+            )
+        return [_conversation(row) for row in rows]
+
+    async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
+        row = await self._one(_DELETE_CONVERSATION, str(conversation_id), user)
+        return None if row is None else int(row[0])
+
+    async def purge_user(self, *, user: str) -> tuple[int, int]:
+        async def work(conn: aiosqlite.Connection) -> tuple[int, int]:
+            # Inside BEGIN IMMEDIATE no append can land between the count and the delete.
+            (counts,) = await _rows(
+                conn,
+                "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations "
+                "WHERE user_id = ?1",
+                (user,),
+            )
+            await _exec(conn, "DELETE FROM users WHERE id = ?1", (user,))
+            return int(counts[0]), int(counts[1])
+
+        return await self._transaction(work)
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def append_message(
+        self, *, user: str, conversation_id: UUID, message_id: UUID, message: NewMessage
+    ) -> Message | None:
+        now = _ts(datetime.now(UTC))
+        tool_calls = None if message.tool_calls is None else dump_json(message.tool_calls)
+
+        async def work(conn: aiosqlite.Connection) -> list[Any]:
+            # BEGIN IMMEDIATE holds the write lock from here to COMMIT: appenders (in this
+            # and other processes) are serialised, so last_seq + 1 is never handed out twice.
+            updated = await _rows(
+                conn,
+                "UPDATE conversations SET last_seq = last_seq + 1, "
+                "message_count = message_count + 1, updated_at = MAX(updated_at, ?1) "
+                "WHERE id = ?2 AND user_id = ?3 RETURNING last_seq, updated_at",
+                (now, str(conversation_id), user),
+            )
+            if updated:
+                seq, created_at = updated[0]
+                await _exec(
+                    conn,
+                    f"INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    (
+                        str(message_id),
+                        str(conversation_id),
+                        seq,
+                        message.role,
+                        message.content,
+                        tool_calls,
+                        message.tool_call_id,
+                        dump_json(message.metadata),
+                        created_at,
+                        user,
+                        message.idempotency_key,
+                    ),
+                )
+            return updated
+
+        try:
+            updated = await self._transaction(work)
+        except sqlite3.IntegrityError as exc:
+            raise Duplicate from exc
+        if not updated:
+            return None
+        seq, created_at = updated[0]
+        return stored_message(message_id, conversation_id, seq, _parse_ts(created_at), message)
+
+    async def message_by_id(self, *, user: str, message_id: UUID) -> Message | None:
+        row = await self._one(_MESSAGE_BY_ID, str(message_id), user)
+        return None if row is None else _message(row)
+
+    async def message_by_key(self, *, user: str, conversation_id: UUID, key: str) -> Message | None:
+        row = await self._one(_MESSAGE_BY_KEY, str(conversation_id), key, user)
+        return None if row is None else _message(row)
+
+    async def message_page(
+        self, *, user: str, conversation_id: UUID, window: Window
+    ) -> list[Message]:
+        select = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND EXISTS "
+            "(SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2) "
+        )
+        cid, count = str(conversation_id), window.count
+        if window.after_seq is not None:
+            after = select + "AND seq > ?3 ORDER BY seq ASC LIMIT ?4"
+            rows = await self._fetch(after, cid, user, window.after_seq, count)
+        elif window.before_seq is not None:
+            before = select + "AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+            rows = await self._fetch(before, cid, user, window.before_seq, count)
+        else:
+            rows = await self._fetch(select + "ORDER BY seq DESC LIMIT ?3", cid, user, count)
+        return [_message(row) for row in rows]
+
+    async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool:
+        row = await self._one(_CONVERSATION_EXISTS, str(conversation_id), user)
+        return row is not None

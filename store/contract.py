@@ -1,0 +1,61 @@
+"""The contract's constants, each spelled once: roles, size limits, page bounds, maxima.
+
+The configurable limits live in ``Limits`` with the contract's defaults; ``Settings`` reads an
+operator's values for them from the environment. Everything else here is fixed by the contract
+and imported where it is needed (validation, the MCP tools' schemas, identity checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+__all__ = [
+    "DEFAULT_CONVERSATION_PAGE",
+    "DEFAULT_LIMITS",
+    "DEFAULT_MESSAGE_PAGE",
+    "MAX_CONVERSATION_PAGE",
+    "MAX_IDEMPOTENCY_KEY_CHARS",
+    "MAX_JSON_DEPTH",
+    "MAX_MESSAGE_PAGE",
+    "MAX_RECENT_MESSAGES",
+    "MAX_SEQ_CURSOR",
+    "MAX_TOOL_CALL_ID_CHARS",
+    "MAX_USER_CHARS",
+    "ROLES",
+    "Limits",
+    "Role",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+#: A user is a JWT ``sub`` or a stdio user name, stored verbatim (the users table's key).
+MAX_USER_CHARS = 255
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+MAX_TOOL_CALL_ID_CHARS = 200
+#: Nesting deeper than this in metadata or tool_calls is refused (and keeps the checks from
+#: recursing without bound).
+MAX_JSON_DEPTH = 64
+#: The largest before_seq/after_seq accepted: far beyond any real seq, and with room below
+#: BIGINT's maximum for the page arithmetic in SQL.
+MAX_SEQ_CURSOR = 2**62
+
+DEFAULT_CONVERSATION_PAGE = 20
+MAX_CONVERSATION_PAGE = 100
+DEFAULT_MESSAGE_PAGE = 50
+MAX_MESSAGE_PAGE = 200
+MAX_RECENT_MESSAGES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The configurable size limits, with the contract's defaults; passed to validation."""
+
+    max_content_chars: int = 100_000
+    max_title_chars: int = 200
+    max_metadata_bytes: int = 16 * 1024
+    max_tool_calls_bytes: int = 64 * 1024
+
+
+DEFAULT_LIMITS = Limits()
