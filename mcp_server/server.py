@@ -47,8 +47,7 @@ from store import (
     Settings,
     StoreError,
 )
-from store.schemas import Conversation, rfc3339
-from store.schemas import describe_validation_error
+from store.schemas import Conversation, describe_validation_error, rfc3339
 
 log = logging.getLogger("chatstore.server")
 
