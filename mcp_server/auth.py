@@ -17,12 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 
-from store.schemas import check_text
+from store.contract import MAX_USER_CHARS
+from store.schemas import valid_user
 from store.settings import Settings
 
 log = logging.getLogger("chatstore.auth")
 
-MAX_SUBJECT_CHARS = 255
 #: How many verified tokens a server remembers (see ``JWTVerifier.verify_token``).
 VERIFIED_CACHE_SIZE = 1024
 
@@ -41,21 +41,11 @@ def stdio_user(settings: Settings) -> str:
             raise ConfigurationError(
                 "cannot tell the OS login name; set CHATSTORE_USER to the user to serve"
             ) from exc
-    if not valid_subject(user):
+    if not valid_user(user):
         raise ConfigurationError(
-            f"CHATSTORE_USER must be 1-{MAX_SUBJECT_CHARS} characters of valid text"
+            f"CHATSTORE_USER must be 1-{MAX_USER_CHARS} characters of valid text"
         )
     return user
-
-
-def valid_subject(value: object) -> bool:
-    if not isinstance(value, str) or not value or len(value) > MAX_SUBJECT_CHARS:
-        return False
-    try:
-        check_text(value, "sub")
-    except ValueError:
-        return False
-    return True
 
 
 def _read_key(value: str) -> bytes:
@@ -136,10 +126,6 @@ class JWTVerifier(TokenVerifier):
             leeway=settings.jwt_leeway,
         )
 
-    @property
-    def algorithms(self) -> list[str]:
-        return list(self._algorithms)
-
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's AccessToken if it is valid now, else None.
 
@@ -181,7 +167,7 @@ class JWTVerifier(TokenVerifier):
             log.info("rejected a bearer token: %s", type(exc).__name__)
             return None
         subject = claims.get("sub")
-        if not valid_subject(subject):
+        if not valid_user(subject):
             log.info("rejected a bearer token: unusable sub claim")
             return None
         assert isinstance(subject, str)

@@ -476,12 +476,18 @@ async def test_invalid_arguments(server: ChatstoreServer, tool: str) -> None:
         assert [c["id"] for c in listed["conversations"]] == [cid]
 
 
-async def test_limits_follow_the_settings(
-    settings: Settings, store: ConversationStore, user: str
-) -> None:
+async def test_limits_follow_the_settings(settings: Settings, user: str) -> None:
     tight = settings.model_copy(update={"max_content_chars": 10, "max_title_chars": 5})
-    server = create_server(tight, stdio_user=user, store=store)
-    async with Client(server) as client:
+    async with (
+        ConversationStore(tight) as store,
+        Client(create_server(tight, stdio_user=user, store=store)) as client,
+    ):
+        schemas = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+        assert schemas["append_message"]["properties"]["content"]["maxLength"] == 10
+        assert (
+            "at most 10 characters"
+            in schemas["append_message"]["properties"]["content"]["description"]
+        )
         await fail(client, "create_conversation", "invalid_argument", title="x" * 6)
         cid = (await ok(client, "create_conversation", title="x" * 5))["id"]
         await fail(

@@ -1,0 +1,156 @@
+"""For people browsing history (Claude Desktop): conversations as resources, and a prompt.
+
+- ``resources/list`` is the user's most recently updated conversations (``ConversationList``,
+  a middleware: the SDK lists static resources only, and these are per user);
+- ``chatstore://conversations/{conversation_id}`` reads one as a Markdown transcript;
+- the prompt ``resume_conversation`` returns its latest messages to carry on with.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import AssistantMessage, MCPServer, UserMessage
+from mcp.server.mcpserver.prompts.base import Message as PromptMessage
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, Resource
+from pydantic import Field
+
+from mcp_server._sdk import protocol_errors
+from mcp_server.context import AppContext, ChatContext, acting_user, store_of, user_of
+from store import ConversationWithMessages
+from store.schemas import rfc3339
+
+__all__ = [
+    "RESOURCE_PREFIX",
+    "ConversationList",
+    "register",
+    "render_transcript",
+]
+
+RESOURCE_PREFIX = "chatstore://conversations/"
+RESOURCE_TEMPLATE = RESOURCE_PREFIX + "{conversation_id}"
+#: resources/list shows this many of the user's most recently updated conversations.
+RESOURCE_LIST_SIZE = 50
+#: A transcript (resource) or resume prompt carries at most this many latest messages.
+TRANSCRIPT_MESSAGES = 200
+RESUME_MESSAGES = 50
+#: MCP's code for a resource that does not exist.
+RESOURCE_NOT_FOUND = -32002
+
+
+def _count(n: int) -> str:
+    return f"{n} message" if n == 1 else f"{n} messages"
+
+
+class ConversationList:
+    """Middleware answering ``resources/list`` with the user's own conversations.
+
+    The SDK's handler shapes the (empty) static listing; the user's conversations are put in
+    its place, dumped as the SDK dumps resources.
+    """
+
+    async def __call__(
+        self, ctx: ServerRequestContext[AppContext, Any], call_next: CallNext
+    ) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method != "resources/list" or not isinstance(result, dict):
+            return result
+        app = ctx.lifespan_context
+        with protocol_errors(INTERNAL_ERROR):
+            page = await app.store.list_conversations(
+                user=acting_user(app), limit=RESOURCE_LIST_SIZE
+            )
+        result["resources"] = [
+            Resource(
+                uri=f"{RESOURCE_PREFIX}{c.id}",
+                name=c.title or f"Untitled conversation {c.id}",
+                title=c.title or "Untitled conversation",
+                description=f"{_count(c.message_count)}, updated {rfc3339(c.updated_at)}",
+                mime_type="text/markdown",
+            ).model_dump(mode="json", by_alias=True, exclude_none=True)
+            for c in page.conversations
+        ]
+        return result
+
+
+def render_transcript(conversation: ConversationWithMessages) -> str:
+    """A conversation as Markdown: a header, then each message under its role and seq."""
+    title = conversation.title or "Untitled conversation"
+    lines = [f"# {title}", ""]
+    shown = len(conversation.messages)
+    lines.append(
+        f"- id: `{conversation.id}`\n"
+        f"- messages: {conversation.message_count}"
+        + (f" (showing the latest {shown})" if shown < conversation.message_count else "")
+        + f"\n- updated: {rfc3339(conversation.updated_at)}"
+    )
+    for message in conversation.messages:
+        lines += ["", f"## {message.seq}. {message.role}", ""]
+        if message.tool_call_id:
+            lines.append(f"_result of tool call `{message.tool_call_id}`_\n")
+        if message.content:
+            lines.append(message.content)
+        for call in message.tool_calls or []:
+            lines.append(f"\n_calls tool `{call.get('name')}` (id `{call.get('id')}`)_")
+    return "\n".join(lines) + "\n"
+
+
+def prompt_messages(conversation: ConversationWithMessages) -> list[PromptMessage]:
+    """A conversation as prompt messages: a preface, then each message in its role."""
+    title = conversation.title or "an untitled conversation"
+    shown = len(conversation.messages)
+    preface = (
+        f'Here is "{title}" (conversation {conversation.id}), '
+        f"its latest {shown} of {conversation.message_count} messages. "
+        "Continue it from where it left off."
+    )
+    out: list[PromptMessage] = [UserMessage(preface)]
+    for message in conversation.messages:
+        text = message.content
+        if message.role == "assistant":
+            for call in message.tool_calls or []:
+                text += f"\n[called tool {call.get('name')} (id {call.get('id')})]"
+            out.append(AssistantMessage(text))
+        elif message.role == "user":
+            out.append(UserMessage(text))
+        elif message.role == "tool":
+            out.append(UserMessage(f"[tool result for {message.tool_call_id}]\n{text}"))
+        else:
+            out.append(UserMessage(f"[system]\n{text}"))
+    return out
+
+
+async def conversation_transcript(conversation_id: str, ctx: ChatContext) -> str:
+    with protocol_errors(RESOURCE_NOT_FOUND):
+        conversation = await store_of(ctx).get_conversation(
+            user=user_of(ctx), conversation_id=conversation_id, recent_messages=TRANSCRIPT_MESSAGES
+        )
+    return render_transcript(conversation)
+
+
+async def resume_conversation(
+    conversation_id: Annotated[str, Field(description="The id of the conversation to continue.")],
+    ctx: ChatContext,
+) -> list[PromptMessage]:
+    with protocol_errors(INVALID_PARAMS):
+        conversation = await store_of(ctx).get_conversation(
+            user=user_of(ctx), conversation_id=conversation_id, recent_messages=RESUME_MESSAGES
+        )
+    return prompt_messages(conversation)
+
+
+def register(server: MCPServer[AppContext]) -> None:
+    """Add the transcript resource template and the resume prompt to ``server``."""
+    server.resource(
+        RESOURCE_TEMPLATE,
+        name="conversation",
+        title="Conversation transcript",
+        description="One of your conversations as a Markdown transcript (its latest messages).",
+        mime_type="text/markdown",
+    )(conversation_transcript)
+    server.prompt(
+        name="resume_conversation",
+        title="Resume a conversation",
+        description="Load a stored conversation's latest messages so you can continue it.",
+    )(resume_conversation)

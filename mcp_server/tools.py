@@ -1,0 +1,242 @@
+"""The MCP tools: each one resolves the user from the session, calls the store, returns its model.
+
+A tool's docstring is its description for the model that calls it; the argument types below are
+its input schema. Limits an operator configures appear in the schema as ``{max_title_chars}``-
+style placeholders that ``mcp_server._sdk`` fills from the settings (the store enforces them).
+Store errors become tool errors that start with the contract's code, in ``mcp_server._sdk``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
+from mcp_server.context import ChatContext, store_of, user_of
+from store import (
+    Conversation,
+    ConversationPage,
+    ConversationWithMessages,
+    DeletedConversation,
+    Message,
+    MessagePage,
+    Role,
+)
+from store.contract import (
+    DEFAULT_CONVERSATION_PAGE,
+    DEFAULT_MESSAGE_PAGE,
+    MAX_CONVERSATION_PAGE,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_MESSAGE_PAGE,
+    MAX_RECENT_MESSAGES,
+)
+
+__all__ = ["TOOLS", "ToolSpec"]
+
+# -- argument types -----------------------------------------------------------------------
+
+ConversationId = Annotated[
+    str,
+    Field(
+        description="The conversation's id (a UUID string returned by create_conversation).",
+        json_schema_extra={"format": "uuid"},
+    ),
+]
+JsonObject = dict[str, Any]
+Metadata = Annotated[
+    JsonObject | None,
+    Field(
+        description=(
+            "Optional JSON object stored with it (at most {max_metadata_bytes} bytes as JSON)."
+        )
+    ),
+]
+Title = Annotated[
+    str | None, Field(description="Optional short title (at most {max_title_chars} characters).")
+]
+Content = Annotated[
+    str,
+    Field(
+        description=(
+            "The message text (not empty; at most {max_content_chars} characters). "
+            "May be empty only for an assistant message that carries tool_calls."
+        )
+    ),
+]
+ToolCalls = Annotated[
+    list[JsonObject] | None,
+    Field(
+        description=(
+            "Assistant messages only: the tool calls made, each an object with a non-empty "
+            "string `id` and `name` (other keys are kept as sent; at most "
+            "{max_tool_calls_bytes} bytes as JSON)."
+        )
+    ),
+]
+ToolCallId = Annotated[
+    str | None,
+    Field(description="Tool messages only (required there): the id of the call answered."),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Field(
+        max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+        description=(
+            "Optional. A key unique to this message (for example a UUID you generate). "
+            "Retrying with the same key returns the stored message instead of adding a copy."
+        ),
+    ),
+]
+MessageRole = Annotated[Role, Field(description="Who said it: system, user, assistant or tool.")]
+ConversationLimit = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=1,
+        le=MAX_CONVERSATION_PAGE,
+        description=(
+            f"Page size, 1-{MAX_CONVERSATION_PAGE} (default {DEFAULT_CONVERSATION_PAGE})."
+        ),
+    ),
+]
+Cursor = Annotated[
+    str | None, Field(description="Optional next_cursor from the previous page, to continue.")
+]
+RecentMessages = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=0,
+        le=MAX_RECENT_MESSAGES,
+        description=(
+            f"How many of the latest messages to include, 0-{MAX_RECENT_MESSAGES} (default 0)."
+        ),
+    ),
+]
+MessageLimit = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=1,
+        le=MAX_MESSAGE_PAGE,
+        description=f"Page size, 1-{MAX_MESSAGE_PAGE} (default {DEFAULT_MESSAGE_PAGE}).",
+    ),
+]
+BeforeSeq = Annotated[
+    int | None,
+    Field(strict=True, ge=1, description="Optional: return the messages just before this seq."),
+]
+AfterSeq = Annotated[
+    int | None,
+    Field(strict=True, ge=0, description="Optional: return the messages just after this seq."),
+]
+
+# -- the tools ----------------------------------------------------------------------------
+
+
+async def create_conversation(
+    ctx: ChatContext, title: Title = None, metadata: Metadata = None
+) -> Conversation:
+    """Start a new, empty conversation for the current user and return it.
+
+    Use its `id` with append_message to record messages as they happen."""
+    return await store_of(ctx).create_conversation(
+        user=user_of(ctx), title=title, metadata=metadata
+    )
+
+
+async def list_conversations(
+    ctx: ChatContext, limit: ConversationLimit = DEFAULT_CONVERSATION_PAGE, cursor: Cursor = None
+) -> ConversationPage:
+    """List the current user's conversations, most recently updated first.
+
+    Returns a page and `next_cursor`; pass it back as `cursor` for the next page
+    (null means there are no more)."""
+    return await store_of(ctx).list_conversations(user=user_of(ctx), limit=limit, cursor=cursor)
+
+
+async def get_conversation(
+    ctx: ChatContext, conversation_id: ConversationId, recent_messages: RecentMessages = 0
+) -> ConversationWithMessages:
+    """Get one conversation (title, metadata, message_count, last_seq) and optionally
+    its latest messages in chronological order."""
+    return await store_of(ctx).get_conversation(
+        user=user_of(ctx), conversation_id=conversation_id, recent_messages=recent_messages
+    )
+
+
+async def append_message(
+    ctx: ChatContext,
+    conversation_id: ConversationId,
+    role: MessageRole,
+    content: Content,
+    tool_calls: ToolCalls = None,
+    tool_call_id: ToolCallId = None,
+    metadata: Metadata = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Message:
+    """Append a message to a conversation and return it with its `seq` (its 1-based
+    position). Record every turn, including tool calls and tool results."""
+    return await store_of(ctx).append_message(
+        user=user_of(ctx),
+        conversation_id=conversation_id,
+        role=role,
+        content=content,
+        tool_calls=tool_calls,
+        tool_call_id=tool_call_id,
+        metadata=metadata,
+        idempotency_key=idempotency_key,
+    )
+
+
+async def list_messages(
+    ctx: ChatContext,
+    conversation_id: ConversationId,
+    limit: MessageLimit = DEFAULT_MESSAGE_PAGE,
+    before_seq: BeforeSeq = None,
+    after_seq: AfterSeq = None,
+) -> MessagePage:
+    """Read a conversation's messages in chronological order (ascending seq).
+
+    With no cursor: the latest `limit`. With before_seq: older ones; with after_seq:
+    newer ones (give at most one). `has_more` says whether more exist that way."""
+    return await store_of(ctx).list_messages(
+        user=user_of(ctx),
+        conversation_id=conversation_id,
+        limit=limit,
+        before_seq=before_seq,
+        after_seq=after_seq,
+    )
+
+
+async def delete_conversation(
+    ctx: ChatContext, conversation_id: ConversationId
+) -> DeletedConversation:
+    """Permanently delete a conversation and all of its messages."""
+    return await store_of(ctx).delete_conversation(
+        user=user_of(ctx), conversation_id=conversation_id
+    )
+
+
+# -- how they are listed ------------------------------------------------------------------
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
+WRITE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+DELETE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+)
+
+#: (function, title, annotations) of every tool, in the order they are listed.
+ToolSpec = tuple[Callable[..., Any], str, ToolAnnotations]
+TOOLS: tuple[ToolSpec, ...] = (
+    (create_conversation, "Create conversation", WRITE),
+    (list_conversations, "List conversations", READ_ONLY),
+    (get_conversation, "Get conversation", READ_ONLY),
+    (append_message, "Append message", WRITE),
+    (list_messages, "List messages", READ_ONLY),
+    (delete_conversation, "Delete conversation", DELETE),
+)
