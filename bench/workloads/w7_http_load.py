@@ -54,19 +54,18 @@ from bench.harness import Figure, Stats, Target, percentile
 from bench.report import WorkloadResult
 from bench.servers import (
     MCP_HEADERS,
-    HttpServer,
     RawHttp,
     SystemCpu,
+    bearer_token,
+    child_env,
     cpu_seconds,
-    http_server,
     log_dir,
-    mint_token,
     new_secret,
-    server_env,
     tool_call,
 )
 from bench.workloads import Workload
 from bench.workloads._common import ROLES, check_sequence
+from tests.support import HttpServer, http_server
 
 TARGET_RATE = Target(">=", 500, unit="calls/s")
 TARGET_P99 = Target("<=", 50, unit="ms", stat="p99")
@@ -277,9 +276,9 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         },
     )
     secret = new_secret()
-    tokens = {user: mint_token(secret, user) for user in seeded.users}
+    tokens = {user: bearer_token(secret, user) for user in seeded.users}
     logs = log_dir(ctx.results_dir, "w7")
-    env = server_env(ctx.store_url, secret=secret, data_dir=logs)
+    env = child_env(ctx.store_url, secret=secret, data_dir=logs)
     all_conversations = [c for cs in seeded.conversations.values() for c in cs]
     async with ctx.connection(ctx.store_url) as conn:
         rows = await conn.fetch(
@@ -292,9 +291,7 @@ async def run(ctx: BenchContext) -> WorkloadResult:
 
     warmup_s = min(3.0, max(1.0, p.w7_seconds / 10))
     async with AsyncExitStack() as stack:
-        servers = [
-            await stack.enter_async_context(http_server(env, logs)) for _ in range(p.w7_servers)
-        ]
+        servers = [stack.enter_context(http_server(env, logs)) for _ in range(p.w7_servers)]
         ctx.log(
             f"W7: {p.w7_clients} clients on {len(servers)} servers for {p.w7_seconds:.0f} s "
             f"(+{warmup_s:.0f} s warm-up)"
