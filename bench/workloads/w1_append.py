@@ -18,8 +18,8 @@ from bench.datagen import message_content
 from bench.floor import APPEND_SQL
 from bench.harness import CHATSTORE, FLOOR, Op, Target, compare, interleave
 from bench.report import WorkloadResult
-from bench.workloads import Workload
 from bench.workloads._common import ROLES, check_sequence, floor_plan, store_plans
+from bench.workloads._workload import Workload
 
 TARGET = Target("<=", 1.2)
 USER = "bench-w1"

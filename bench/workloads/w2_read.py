@@ -12,8 +12,8 @@ from bench.fixtures import long_conversation
 from bench.floor import LATEST_SQL
 from bench.harness import CHATSTORE, FLOOR, Target, compare, interleave
 from bench.report import WorkloadResult
-from bench.workloads import Workload
 from bench.workloads._common import floor_plan, plan_cache, store_plans
+from bench.workloads._workload import Workload
 
 TARGET = Target("<=", 1.5)
 

@@ -26,8 +26,8 @@ from bench.fixtures import long_conversation
 from bench.floor import BEFORE_SQL, LATEST_SQL, Floor
 from bench.harness import Target, compare, derived, interleave
 from bench.report import WorkloadResult
-from bench.workloads import Workload
 from bench.workloads._common import floor_plan, plan_cache, store_plans
+from bench.workloads._workload import Workload
 from store.store import ConversationStore
 
 GROWTH_TARGET = Target("<=", 1.2)

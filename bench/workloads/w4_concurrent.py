@@ -30,8 +30,8 @@ from bench.datagen import message_content
 from bench.floor import Floor
 from bench.harness import CHATSTORE, FLOOR, Figure, Stats, Target, percentile
 from bench.report import WorkloadResult
-from bench.workloads import Workload
 from bench.workloads._common import ROLES, check_sequence
+from bench.workloads._workload import Workload
 
 TARGET = Target(">=", 1.0)
 USER = "bench-w4"

@@ -15,8 +15,8 @@ from bench.fixtures import conversation_list
 from bench.floor import CONVERSATIONS_AFTER_SQL, CONVERSATIONS_FIRST_SQL, Position
 from bench.harness import Target, compare, derived, interleave
 from bench.report import WorkloadResult
-from bench.workloads import Workload
 from bench.workloads._common import floor_plan, plan_cache, store_plans
+from bench.workloads._workload import Workload
 
 TARGET = Target("<=", 1.5)
 

@@ -64,8 +64,8 @@ from bench.servers import (
     raw_stdio,
     tool_call,
 )
-from bench.workloads import Workload
 from bench.workloads._common import ROLES, check_sequence
+from bench.workloads._workload import Workload
 from mcp_server.server import create_server
 from store import Settings
 from tests.support import http_server, stdio_params

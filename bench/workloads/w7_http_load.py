@@ -63,8 +63,8 @@ from bench.servers import (
     new_secret,
     tool_call,
 )
-from bench.workloads import Workload
 from bench.workloads._common import ROLES, check_sequence
+from bench.workloads._workload import Workload
 from tests.support import HttpServer, http_server
 
 TARGET_RATE = Target(">=", 500, unit="calls/s")
