@@ -1,8 +1,8 @@
-"""Helpers shared by the workloads: plans of the SQL each side sends, sequence checks."""
+"""Helpers shared by the workloads: plans of the SQL each side sends, and how PostgreSQL
+cached them (the sequence checks are in ``bench.checks``)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,7 +12,7 @@ from bench.context import BenchContext
 from bench.explain import PlanRecord, capture, plan_record
 from bench.harness import Op
 
-__all__ = ["ROLES", "check_sequence", "floor_plan", "store_plans"]
+__all__ = ["ROLES", "floor_plan", "plan_cache", "store_plans"]
 
 ROLES = ("user", "assistant")
 
@@ -80,53 +80,6 @@ async def floor_plan(
             args=args,
             round_trips_per_call=1,
         )
-
-
-async def check_sequence(
-    conn: asyncpg.Connection,
-    conversation_id: uuid.UUID,
-    *,
-    acknowledged: Sequence[tuple[uuid.UUID, int]],
-) -> dict[str, Any]:
-    """Compare what the database holds with what the appenders were told.
-
-    ``acknowledged``: (message id, seq) for every append that returned. Lost: acknowledged
-    but absent. Duplicated: stored more than once (same id) or stored without being
-    acknowledged. Gapless: the stored seqs are exactly 1..N and the conversation's
-    message_count and last_seq both equal N.
-    """
-    rows = await conn.fetch(
-        "SELECT id, seq FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation_id
-    )
-    counters = await conn.fetchrow(
-        "SELECT message_count, last_seq FROM conversations WHERE id = $1", conversation_id
-    )
-    assert counters is not None
-    stored = {row["id"]: row["seq"] for row in rows}
-    acked = dict(acknowledged)
-    seqs = [row["seq"] for row in rows]
-    lost = sum(1 for message_id in acked if message_id not in stored)
-    duplicated = (len(rows) - len(stored)) + sum(1 for mid in stored if mid not in acked)
-    wrong_seq = sum(1 for mid, seq in acked.items() if stored.get(mid, seq) != seq)
-    n = len(rows)
-    gapless = seqs == list(range(1, n + 1))
-    counters_ok = counters["message_count"] == n and counters["last_seq"] == n
-    return {
-        "stored": n,
-        "acknowledged": len(acknowledged),
-        "lost": lost,
-        "duplicated": duplicated + (len(acknowledged) - len(acked)),
-        "seq_mismatch": wrong_seq,
-        "gapless": gapless,
-        "counters_match": counters_ok,
-        "passed": lost == 0
-        and duplicated == 0
-        and len(acked) == len(acknowledged)
-        and wrong_seq == 0
-        and gapless
-        and counters_ok
-        and n == len(acknowledged),
-    }
 
 
 async def plan_cache(conn: asyncpg.Connection, query: str) -> dict[str, int] | None:

@@ -42,6 +42,7 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from bench.checks import check_sequence
 from bench.context import BenchContext
 from bench.datagen import (
     EPOCH,
@@ -64,7 +65,7 @@ from bench.servers import (
     raw_stdio,
     tool_call,
 )
-from bench.workloads._common import ROLES, check_sequence
+from bench.workloads._common import ROLES
 from bench.workloads._workload import Workload
 from mcp_server.server import create_server
 from store import Settings

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import pyspy
+from bench.checks import check_sequence, stored_messages, totals
 from bench.context import BenchContext
 from bench.datagen import (
     EPOCH,
@@ -63,7 +64,7 @@ from bench.servers import (
     new_secret,
     tool_call,
 )
-from bench.workloads._common import ROLES, check_sequence
+from bench.workloads._common import ROLES
 from bench.workloads._workload import Workload
 from tests.support import HttpServer, http_server
 
@@ -281,13 +282,7 @@ async def run(ctx: BenchContext) -> WorkloadResult:
     env = child_env(ctx.store_url, secret=secret, data_dir=logs)
     all_conversations = [c for cs in seeded.conversations.values() for c in cs]
     async with ctx.connection(ctx.store_url) as conn:
-        rows = await conn.fetch(
-            "SELECT conversation_id, id, seq FROM messages WHERE conversation_id = ANY($1)",
-            all_conversations,
-        )
-    stored_before: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = {c: [] for c in all_conversations}
-    for row in rows:
-        stored_before[row["conversation_id"]].append((row["id"], row["seq"]))
+        stored_before = await stored_messages(conn, all_conversations)
 
     warmup_s = min(3.0, max(1.0, p.w7_seconds / 10))
     async with AsyncExitStack() as stack:
@@ -336,10 +331,7 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         for cid in all_conversations:
             expected = stored_before[cid] + load.acknowledged.get(cid, [])
             per_conversation.append(await check_sequence(conn, cid, acknowledged=expected))
-    totals = {
-        key: sum(int(c[key]) for c in per_conversation)
-        for key in ("stored", "acknowledged", "lost", "duplicated", "seq_mismatch")
-    }
+    summed = totals(per_conversation)
     errors = sum(load.errors.values())
     appended = sum(len(a) for a in load.acknowledged.values())
     store_ok = all(c["passed"] for c in per_conversation)
@@ -347,14 +339,14 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         "passed": errors == 0 and store_ok,
         "summary": (
             f"{errors} errors in {len(load.done) + errors + load.warmup_calls:,} calls; "
-            f"{appended:,} acknowledged appends: {totals['lost']} lost, "
-            f"{totals['duplicated']} duplicated, "
+            f"{appended:,} acknowledged appends: {summed['lost']} lost, "
+            f"{summed['duplicated']} duplicated, "
             f"gapless={'yes' if all(c['gapless'] for c in per_conversation) else 'NO'}, "
             f"counters={'match' if all(c['counters_match'] for c in per_conversation) else 'WRONG'}"
         ),
         "errors": dict(load.errors),
         "error_samples": load.error_samples,
-        "totals": totals,
+        "totals": summed,
         "conversations": per_conversation,
     }
     result.checks = checks
