@@ -19,7 +19,7 @@ from bench.datagen import message_content
 from bench.floor import APPEND_SQL
 from bench.harness import CHATSTORE, FLOOR, Op, Target, compare, interleave
 from bench.report import WorkloadResult
-from bench.workloads._common import ROLES, floor_plan, store_plans
+from bench.workloads._common import ROLES, HotPath, hot_path_plans
 from bench.workloads._workload import Workload
 
 TARGET = Target("<=", 1.2)
@@ -105,23 +105,12 @@ async def run(ctx: BenchContext) -> WorkloadResult:
 
     started = time.perf_counter()
     fresh = uuid.uuid4()
-    result.plans += await store_plans(
+    floor_args = (measured_floor, USER, uuid.uuid4(), "user", "plan")
+    result.plans += await hot_path_plans(
         ctx,
-        workload="W1",
-        name="append",
-        url=ctx.store_url,
-        call=one_append,
+        "W1",
+        {"append": HotPath(one_append, APPEND_SQL, floor_args)},
         replace=lambda arg: fresh if appended and arg == appended[0] else arg,
-    )
-    result.plans.append(
-        await floor_plan(
-            ctx,
-            workload="W1",
-            name="append",
-            url=ctx.floor_url,
-            query=APPEND_SQL,
-            args=(measured_floor, USER, uuid.uuid4(), "user", "plan"),
-        )
     )
     ctx.log(f"W1: plans in {time.perf_counter() - started:.1f} s")
     await ctx.profile_op("W1 append_message", ops(str(warm_store.id), warm_floor)[CHATSTORE], 1000)

@@ -13,9 +13,9 @@ import uuid
 from bench.context import BenchContext
 from bench.fixtures import conversation_list
 from bench.floor import CONVERSATIONS_AFTER_SQL, CONVERSATIONS_FIRST_SQL, Position
-from bench.harness import Target, compare, derived, interleave
+from bench.harness import Target, compare, derived
 from bench.report import WorkloadResult
-from bench.workloads._common import floor_plan, plan_cache, store_plans
+from bench.workloads._common import HotPath, hot_path_plans, interleave_reads, plan_cache
 from bench.workloads._workload import Workload
 
 TARGET = Target("<=", 1.5)
@@ -95,17 +95,16 @@ async def run(ctx: BenchContext) -> WorkloadResult:
     async def fl_deep() -> None:
         await floor.conversations(user, size, floor_position)
 
-    ctx.log(f"W5: 4 variants x {p.w5_reads:,} reads, interleaved")
-    sampling = await interleave(
+    sampling = await interleave_reads(
+        ctx,
+        "W5",
         {
             "chatstore@first": cs_first,
             "floor@first": fl_first,
             "chatstore@deep": cs_deep,
             "floor@deep": fl_deep,
         },
-        repetitions=p.w5_reads,
-        warmup=p.read_warmup,
-        budget_s=p.budget_s,
+        p.w5_reads,
     )
     result.figures += [
         compare(
@@ -140,31 +139,14 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         "first": await plan_cache(floor.conn, CONVERSATIONS_FIRST_SQL),
         "after": await plan_cache(floor.conn, CONVERSATIONS_AFTER_SQL),
     }
-    result.plans += await store_plans(
-        ctx, workload="W5", name="first page", url=ctx.store_url, call=cs_first
-    )
-    result.plans += await store_plans(
-        ctx, workload="W5", name=f"page {number} (cursor)", url=ctx.store_url, call=cs_deep
-    )
-    result.plans.append(
-        await floor_plan(
-            ctx,
-            workload="W5",
-            name="first page",
-            url=ctx.floor_url,
-            query=CONVERSATIONS_FIRST_SQL,
-            args=(user, size + 1),
-        )
-    )
-    result.plans.append(
-        await floor_plan(
-            ctx,
-            workload="W5",
-            name=f"page {number} (cursor)",
-            url=ctx.floor_url,
-            query=CONVERSATIONS_AFTER_SQL,
-            args=(user, floor_position[0], floor_position[1], size + 1),
-        )
+    deep_args = (user, floor_position[0], floor_position[1], size + 1)
+    result.plans += await hot_path_plans(
+        ctx,
+        "W5",
+        {
+            "first page": HotPath(cs_first, CONVERSATIONS_FIRST_SQL, (user, size + 1)),
+            f"page {number} (cursor)": HotPath(cs_deep, CONVERSATIONS_AFTER_SQL, deep_args),
+        },
     )
     await ctx.profile_op("W5 list_conversations deep", cs_deep, 3000)
     return result
