@@ -44,14 +44,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from bench.checks import check_sequence
 from bench.context import BenchContext
-from bench.datagen import (
-    EPOCH,
-    ConversationSpec,
-    message_content,
-    populate,
-    stable_id,
-    vacuum_analyze,
-)
+from bench.datagen import EPOCH, ConversationSpec, message_content, stable_id
+from bench.fixtures import load
 from bench.harness import Op, Target, compare, interleave
 from bench.report import WorkloadResult
 from bench.servers import (
@@ -124,9 +118,7 @@ async def _conversation(ctx: BenchContext) -> uuid.UUID:
             created_at=EPOCH,
             title="bench W6",
         )
-        async with ctx.connection(ctx.store_url, application_name="bench_loader") as conn:
-            await populate(conn, [spec])
-            await vacuum_analyze(conn)
+        await load(ctx, [spec], floor=False)
         return spec.id
 
     return await ctx.fixture("w6_conversation", build)

@@ -43,14 +43,8 @@ from typing import Any
 from bench import pyspy
 from bench.checks import check_sequence, stored_messages, totals
 from bench.context import BenchContext
-from bench.datagen import (
-    EPOCH,
-    ConversationSpec,
-    message_content,
-    populate,
-    stable_id,
-    vacuum_analyze,
-)
+from bench.datagen import EPOCH, ConversationSpec, message_content, stable_id
+from bench.fixtures import load
 from bench.harness import Figure, Stats, Target, percentile
 from bench.report import WorkloadResult
 from bench.servers import (
@@ -117,9 +111,7 @@ async def _seed(ctx: BenchContext) -> Seeded:
             for user in users
             for c in range(p.w7_conversations_per_user)
         ]
-        async with ctx.connection(ctx.store_url, application_name="bench_loader") as conn:
-            await populate(conn, specs)
-            await vacuum_analyze(conn)
+        await load(ctx, specs, floor=False)
         by_user: dict[str, list[uuid.UUID]] = {user: [] for user in users}
         for spec in specs:
             by_user[spec.user].append(spec.id)
