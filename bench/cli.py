@@ -23,7 +23,7 @@ from bench.report import (
     format_table,
     write,
 )
-from bench.workloads import Workload, discover
+from bench.workloads import WORKLOADS, Workload
 
 __all__ = ["main"]
 
@@ -234,7 +234,7 @@ async def _run(args: argparse.Namespace, selected: Sequence[Workload]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    workloads = discover()
+    workloads = WORKLOADS
     args = _parser(workloads).parse_args(argv)
     selected = _select(workloads, args.only)
     try:

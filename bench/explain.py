@@ -1,7 +1,7 @@
 """Query plans of the hot paths: chatstore's own SQL, captured at run time, then EXPLAINed.
 
 ``capture()`` records every statement that reaches PostgreSQL through asyncpg while it is
-active (chatstore goes through Tortoise's pool, which calls the same ``Connection``
+active (chatstore goes through its asyncpg pool, which calls the same ``Connection``
 methods), so the plans below are of the SQL chatstore really sends, not a copy that could
 drift; it also shows how many round trips one call costs (a pool's reset query included).
 

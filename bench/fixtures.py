@@ -1,4 +1,5 @@
-"""Datasets shared by several workloads, built once per run in both run databases.
+"""Datasets shared by several workloads, built once per run in both run databases, and
+``load``, which the workloads' own datasets are generated with.
 
 Both databases receive byte-identical rows (ids are derived from names), so the chatstore
 side and the floor side read the same pages, and a workload can check that they agree.
@@ -13,7 +14,13 @@ from datetime import timedelta
 from bench.context import BenchContext
 from bench.datagen import EPOCH, ConversationSpec, populate, stable_id, vacuum_analyze
 
-__all__ = ["ConversationList", "LongConversation", "conversation_list", "long_conversation"]
+__all__ = [
+    "ConversationList",
+    "LongConversation",
+    "conversation_list",
+    "load",
+    "long_conversation",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +36,10 @@ class ConversationList:
     conversations: int
 
 
-async def _load(ctx: BenchContext, specs: list[ConversationSpec]) -> None:
-    for url in (ctx.store_url, ctx.floor_url):
+async def load(ctx: BenchContext, specs: list[ConversationSpec], *, floor: bool = True) -> None:
+    """Generate ``specs`` in both run databases (``floor=False``: the store's only, for the
+    MCP workloads, which have no floor side), then VACUUM ANALYZE."""
+    for url in (ctx.store_url, ctx.floor_url) if floor else (ctx.store_url,):
         async with ctx.connection(url, application_name="bench_loader") as conn:
             await populate(conn, specs)
             await vacuum_analyze(conn)
@@ -47,7 +56,7 @@ async def long_conversation(ctx: BenchContext) -> LongConversation:
             created_at=EPOCH,
             title="bench W2",
         )
-        await _load(ctx, [spec])
+        await load(ctx, [spec])
         return LongConversation(spec.user, spec.id, spec.messages)
 
     return await ctx.fixture("long_conversation", build)
@@ -73,7 +82,7 @@ async def conversation_list(ctx: BenchContext) -> ConversationList:
             )
             for index in range(count)
         ]
-        await _load(ctx, specs)
+        await load(ctx, specs)
         return ConversationList(user, count)
 
     return await ctx.fixture("conversation_list", build)

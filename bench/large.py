@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from bench import databases
+from bench.checks import broken_sequences
 from bench.datagen import EPOCH, ConversationSpec, populate, stable_id, vacuum_analyze
 
 __all__ = ["LargeDataset", "LargeSpec", "ensure_large"]
@@ -154,20 +155,6 @@ def _problems(counts: dict[str, int], spec: LargeSpec) -> list[str]:
     ]
 
 
-async def _gap_check(conn: asyncpg.Connection) -> int:
-    """Conversations whose seqs are not exactly 1..last_seq (0 when the invariants hold)."""
-    value = await conn.fetchval(
-        """
-        SELECT count(*) FROM conversations AS c
-        LEFT JOIN (SELECT conversation_id, count(*) AS n, min(seq) AS lo, max(seq) AS hi
-                   FROM messages GROUP BY conversation_id) AS m ON m.conversation_id = c.id
-        WHERE coalesce(m.n, 0) <> c.last_seq OR c.message_count <> c.last_seq
-           OR (m.n > 0 AND (m.lo <> 1 OR m.hi <> c.last_seq))
-        """
-    )
-    return int(value)
-
-
 async def ensure_large(
     admin: asyncpg.Connection,
     server_url: str,
@@ -220,7 +207,7 @@ async def ensure_large(
         await populate(conn, spec.specs(), progress=progress)
         log("  VACUUM ANALYZE")
         await vacuum_analyze(conn)
-        gaps = await _gap_check(conn)
+        gaps = await broken_sequences(conn)
         counts = await _counts(conn, spec)
     finally:
         await conn.close()

@@ -1,20 +1,22 @@
 """chatstore server processes for the MCP workloads (W6, W7), and what they cost in CPU.
 
-- ``http_server(env, log_dir)``: a ``chatstore serve --http`` child on 127.0.0.1 and a free
-  port, started and waited for; SIGTERM (then SIGKILL) on the way out.
+The children themselves are started with the tests' helpers (``tests.support``:
+``http_server``, ``stdio_params``, ``server_env``, ``mint_token``); this module adds what only
+the benchmark needs:
+
+- ``child_env(database_url, secret=…, data_dir=…)``: ``server_env`` as the benchmark runs its
+  children: the run's database, a per-run HS256 secret (``new_secret()``), no issuer or
+  audience, quiet logs (``CHATSTORE_LOG_LEVEL=WARNING``); ``bearer_token`` mints its tokens.
 - ``RawStdio``: a ``chatstore serve`` (stdio) child driven with hand-written JSON-RPC lines,
   no SDK client: the cheapest possible stdio client.
 - ``RawHttp``: the same over one keep-alive HTTP/1.1 connection, no HTTP library (W7's load
   generator, W6's raw HTTP round trip).
-- ``stdio_parameters(env)``: the same command for the SDK's stdio client.
 - ``tool_call`` / ``MCP_HEADERS``: the exact envelope and headers the SDK client (``mcp``
   2.3, protocol 2026-07-28) sends for a ``tools/call``: no ``initialize`` first; every
   request carries the protocol version, client info and capabilities in ``_meta``.
 - ``cpu_seconds(pid)`` / ``SystemCpu``: CPU time from ``/proc`` (Linux), to tell how the
   machine's two cores were shared between load generator, servers and PostgreSQL.
-
-The children run this checkout's code (``PYTHONPATH`` is its root) with the run's database
-in ``CHATSTORE_DATABASE_URL`` and a per-run HS256 secret; logs go to files, not the console.
+- ``log_dir``: where a workload's server logs go (files, not the console).
 """
 
 from __future__ import annotations
@@ -24,10 +26,7 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -35,32 +34,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx2
-import jwt
-from mcp import StdioServerParameters
 from mcp_types.version import LATEST_MODERN_VERSION
+
+from tests.support import CHATSTORE, REPO_ROOT, mint_token, server_env
 
 __all__ = [
     "MCP_HEADERS",
     "PROTOCOL_VERSION",
-    "REPO_ROOT",
-    "HttpServer",
     "RawHttp",
     "RawStdio",
     "SystemCpu",
+    "bearer_token",
+    "child_env",
     "cpu_seconds",
-    "http_server",
     "log_dir",
-    "mint_token",
     "new_secret",
     "raw_stdio",
-    "server_env",
-    "stdio_parameters",
     "tool_call",
 ]
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CHATSTORE = [sys.executable, "-m", "mcp_server.cli"]
 
 #: The protocol revision the SDK client negotiates with chatstore (``server/discover``).
 PROTOCOL_VERSION = LATEST_MODERN_VERSION
@@ -92,25 +83,19 @@ def new_secret() -> str:
     return secrets.token_urlsafe(48)
 
 
-def mint_token(secret: str, sub: str, *, ttl_s: int = 3600) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl_s}, secret, algorithm="HS256")
+def bearer_token(secret: str, sub: str, *, ttl_s: int = 3600) -> str:
+    """An HS256 JWT for ``sub`` signed with the run's secret (no issuer, no audience)."""
+    return mint_token(sub, secret=secret, expires_in=ttl_s, issuer=None, audience=None)
 
 
-def server_env(
+def child_env(
     database_url: str, *, secret: str, data_dir: Path, user: str | None = None
 ) -> dict[str, str]:
     """The environment of a chatstore child: this checkout, the run's database, quiet logs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSTORE_")}
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
-    env["CHATSTORE_DATABASE_URL"] = database_url
-    env["CHATSTORE_DATA_DIR"] = str(data_dir)
-    env["CHATSTORE_JWT_SECRET"] = secret
-    env["CHATSTORE_LOG_LEVEL"] = "WARNING"
+    extra = {"CHATSTORE_LOG_LEVEL": "WARNING"}
     if user is not None:
-        env["CHATSTORE_USER"] = user
-    return env
+        extra["CHATSTORE_USER"] = user
+    return server_env(database_url, data_dir, secret=secret, issuer=None, audience=None, **extra)
 
 
 def log_dir(results_dir: Path, workload: str) -> Path:
@@ -122,19 +107,6 @@ def log_dir(results_dir: Path, workload: str) -> Path:
     return folder
 
 
-def stdio_parameters(env: Mapping[str, str]) -> StdioServerParameters:
-    return StdioServerParameters(
-        command=CHATSTORE[0], args=[*CHATSTORE[1:], "serve"], env=dict(env), cwd=str(REPO_ROOT)
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _stop(process: asyncio.subprocess.Process, grace_s: float = 15) -> int:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
@@ -144,66 +116,6 @@ async def _stop(process: asyncio.subprocess.Process, grace_s: float = 15) -> int
             process.kill()
             await process.wait()
     return int(process.returncode or 0)
-
-
-@dataclass(slots=True)
-class HttpServer:
-    """A running ``chatstore serve --http`` child."""
-
-    process: asyncio.subprocess.Process
-    port: int
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-
-@asynccontextmanager
-async def http_server(
-    env: Mapping[str, str], log_dir: Path, *, startup_s: float = 30
-) -> AsyncIterator[HttpServer]:
-    """Start ``chatstore serve --http`` and wait until /mcp answers; stop it afterwards."""
-    port = _free_port()
-    log_path = log_dir / f"http-{port}.log"
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            *CHATSTORE,
-            "serve",
-            "--http",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            env=dict(env),
-            cwd=str(REPO_ROOT),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = HttpServer(process, port, log_path)
-    try:
-        deadline = time.monotonic() + startup_s
-        async with httpx2.AsyncClient(timeout=1) as probe:
-            while True:
-                if process.returncode is not None:
-                    raise RuntimeError(f"chatstore serve --http exited at start: {log_path}")
-                try:
-                    await probe.post(server.url, json={})  # any HTTP answer means it is up
-                    break
-                except httpx2.TransportError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"chatstore serve --http did not start: {log_path}"
-                        ) from None
-                    await asyncio.sleep(0.1)
-        yield server
-    finally:
-        await _stop(process)
 
 
 class RawStdio:

@@ -2,6 +2,7 @@
 
 Open MCP clients inside the test body (``async with http_client(...)``), never in a
 pytest-asyncio yield fixture: the SDK's cancel scopes must exit in the task they entered.
+The benchmarks (``bench/``) start their server processes and mint their tokens with these too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ JWT_SECRET = "chatstore-test-secret-0123456789abcdef"
 JWT_ISSUER = "https://issuer.chatstore.test"
 JWT_AUDIENCE = "chatstore-test"
 
+#: This checkout: first on a child's ``PYTHONPATH``, and its working directory.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CHATSTORE = [sys.executable, "-m", "mcp_server.cli"]
 
 
@@ -61,23 +64,38 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm=algorithm)
 
 
-def server_env(database_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment for a chatstore server process (database, JWT settings, user)."""
+def server_env(
+    database_url: str | None,
+    data_dir: Path,
+    *,
+    secret: str = JWT_SECRET,
+    issuer: str | None = JWT_ISSUER,
+    audience: str | None = JWT_AUDIENCE,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment for a chatstore server process (database, JWT settings, user).
+
+    ``issuer`` / ``audience`` None: the server checks neither. This checkout goes first on
+    ``PYTHONPATH`` (before any inherited entries); ``extra`` is applied last.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSTORE_")}
     env["CHATSTORE_DATA_DIR"] = str(data_dir)
     if database_url is not None:
         env["CHATSTORE_DATABASE_URL"] = database_url
-    env["CHATSTORE_JWT_SECRET"] = JWT_SECRET
-    env["CHATSTORE_JWT_ISSUER"] = JWT_ISSUER
-    env["CHATSTORE_JWT_AUDIENCE"] = JWT_AUDIENCE
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["CHATSTORE_JWT_SECRET"] = secret
+    if issuer is not None:
+        env["CHATSTORE_JWT_ISSUER"] = issuer
+    if audience is not None:
+        env["CHATSTORE_JWT_AUDIENCE"] = audience
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
     env.update(extra)
     return env
 
 
 def stdio_params(env: Mapping[str, str]) -> StdioServerParameters:
     return StdioServerParameters(
-        command=CHATSTORE[0], args=[*CHATSTORE[1:], "serve"], env=dict(env)
+        command=CHATSTORE[0], args=[*CHATSTORE[1:], "serve"], env=dict(env), cwd=str(REPO_ROOT)
     )
 
 
@@ -88,6 +106,10 @@ class HttpServer:
         self.process = process
         self.port = port
         self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     @property
     def url(self) -> str:
@@ -119,6 +141,7 @@ def http_server(
         process = subprocess.Popen(
             [*CHATSTORE, "serve", "--http", "--host", "127.0.0.1", "--port", str(port)],
             env=dict(env),
+            cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -1,23 +1,69 @@
-"""Helpers shared by the workloads: plans of the SQL each side sends, sequence checks."""
+"""Helpers shared by the workloads: the read loop, plans of the SQL each side sends, and how
+PostgreSQL cached them (the sequence checks are in ``bench.checks``)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from bench.context import BenchContext
 from bench.explain import PlanRecord, capture, plan_record
-from bench.harness import Op
+from bench.harness import Op, Sampling, interleave
 
-__all__ = ["ROLES", "check_sequence", "floor_plan", "store_plans"]
+__all__ = ["ROLES", "HotPath", "hot_path_plans", "interleave_reads", "plan_cache"]
 
 ROLES = ("user", "assistant")
 
 
-async def store_plans(
+async def interleave_reads(
+    ctx: BenchContext, workload: str, ops: Mapping[str, Op], reads: int
+) -> Sampling:
+    """Time each read ``reads`` times, interleaved, after the profile's read warm-up."""
+    ctx.log(f"{workload}: {len(ops)} variants x {reads:,} reads, interleaved")
+    p = ctx.profile
+    return await interleave(ops, repetitions=reads, warmup=p.read_warmup, budget_s=p.budget_s)
+
+
+class HotPath(NamedTuple):
+    """One hot path to EXPLAIN: the chatstore call, and the floor's statement with its
+    arguments."""
+
+    call: Op
+    query: str
+    args: Sequence[Any]
+
+
+async def hot_path_plans(
+    ctx: BenchContext,
+    workload: str,
+    paths: Mapping[str, HotPath],
+    *,
+    url: str | None = None,
+    replace: Callable[[Any], Any] | None = None,
+) -> list[PlanRecord]:
+    """The plans of each named hot path, chatstore's then the floor's.
+
+    chatstore's: the SQL it sends for ``call``, captured (see ``_store_plans``, also for
+    ``replace``); the floor's: its ``query`` with ``args``. ``url``: one database holding
+    both sides' data (W3's large one); by default each side's own run database.
+    """
+    store_url, floor_url = (url, url) if url is not None else (ctx.store_url, ctx.floor_url)
+    plans: list[PlanRecord] = []
+    for name, path in paths.items():
+        plans += await _store_plans(
+            ctx, workload=workload, name=name, url=store_url, call=path.call, replace=replace
+        )
+        plans.append(
+            await _floor_plan(
+                ctx, workload=workload, name=name, url=floor_url, query=path.query, args=path.args
+            )
+        )
+    return plans
+
+
+async def _store_plans(
     ctx: BenchContext,
     *,
     workload: str,
@@ -61,7 +107,7 @@ async def store_plans(
     return plans
 
 
-async def floor_plan(
+async def _floor_plan(
     ctx: BenchContext,
     *,
     workload: str,
@@ -80,53 +126,6 @@ async def floor_plan(
             args=args,
             round_trips_per_call=1,
         )
-
-
-async def check_sequence(
-    conn: asyncpg.Connection,
-    conversation_id: uuid.UUID,
-    *,
-    acknowledged: Sequence[tuple[uuid.UUID, int]],
-) -> dict[str, Any]:
-    """Compare what the database holds with what the appenders were told.
-
-    ``acknowledged``: (message id, seq) for every append that returned. Lost: acknowledged
-    but absent. Duplicated: stored more than once (same id) or stored without being
-    acknowledged. Gapless: the stored seqs are exactly 1..N and the conversation's
-    message_count and last_seq both equal N.
-    """
-    rows = await conn.fetch(
-        "SELECT id, seq FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation_id
-    )
-    counters = await conn.fetchrow(
-        "SELECT message_count, last_seq FROM conversations WHERE id = $1", conversation_id
-    )
-    assert counters is not None
-    stored = {row["id"]: row["seq"] for row in rows}
-    acked = dict(acknowledged)
-    seqs = [row["seq"] for row in rows]
-    lost = sum(1 for message_id in acked if message_id not in stored)
-    duplicated = (len(rows) - len(stored)) + sum(1 for mid in stored if mid not in acked)
-    wrong_seq = sum(1 for mid, seq in acked.items() if stored.get(mid, seq) != seq)
-    n = len(rows)
-    gapless = seqs == list(range(1, n + 1))
-    counters_ok = counters["message_count"] == n and counters["last_seq"] == n
-    return {
-        "stored": n,
-        "acknowledged": len(acknowledged),
-        "lost": lost,
-        "duplicated": duplicated + (len(acknowledged) - len(acked)),
-        "seq_mismatch": wrong_seq,
-        "gapless": gapless,
-        "counters_match": counters_ok,
-        "passed": lost == 0
-        and duplicated == 0
-        and len(acked) == len(acknowledged)
-        and wrong_seq == 0
-        and gapless
-        and counters_ok
-        and n == len(acknowledged),
-    }
 
 
 async def plan_cache(conn: asyncpg.Connection, query: str) -> dict[str, int] | None:

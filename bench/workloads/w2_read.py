@@ -10,10 +10,10 @@ from __future__ import annotations
 from bench.context import BenchContext
 from bench.fixtures import long_conversation
 from bench.floor import LATEST_SQL
-from bench.harness import CHATSTORE, FLOOR, Target, compare, interleave
+from bench.harness import CHATSTORE, FLOOR, Target, compare
 from bench.report import WorkloadResult
-from bench.workloads import Workload
-from bench.workloads._common import floor_plan, plan_cache, store_plans
+from bench.workloads._common import HotPath, hot_path_plans, interleave_reads, plan_cache
+from bench.workloads._workload import Workload
 
 TARGET = Target("<=", 1.5)
 
@@ -53,12 +53,8 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         "expected_seqs": right,
     }
 
-    ctx.log(f"W2: {p.w2_reads:,} reads per side, interleaved")
-    sampling = await interleave(
-        {CHATSTORE: chatstore, FLOOR: floor_side},
-        repetitions=p.w2_reads,
-        warmup=p.read_warmup,
-        budget_s=p.budget_s,
+    sampling = await interleave_reads(
+        ctx, "W2", {CHATSTORE: chatstore, FLOOR: floor_side}, p.w2_reads
     )
     result.figures.append(
         compare(
@@ -70,18 +66,8 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         )
     )
     result.parameters["floor_plan_cache"] = await plan_cache(floor.conn, LATEST_SQL)
-    result.plans += await store_plans(
-        ctx, workload="W2", name="latest page", url=ctx.store_url, call=chatstore
-    )
-    result.plans.append(
-        await floor_plan(
-            ctx,
-            workload="W2",
-            name="latest page",
-            url=ctx.floor_url,
-            query=LATEST_SQL,
-            args=(cid, user, limit + 1),
-        )
+    result.plans += await hot_path_plans(
+        ctx, "W2", {"latest page": HotPath(chatstore, LATEST_SQL, (cid, user, limit + 1))}
     )
     await ctx.profile_op("W2 list_messages", chatstore, 3000)
     return result

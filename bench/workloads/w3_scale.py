@@ -24,10 +24,10 @@ from __future__ import annotations
 from bench.context import BenchContext
 from bench.fixtures import long_conversation
 from bench.floor import BEFORE_SQL, LATEST_SQL, Floor
-from bench.harness import Target, compare, derived, interleave
+from bench.harness import Target, compare, derived
 from bench.report import WorkloadResult
-from bench.workloads import Workload
-from bench.workloads._common import floor_plan, plan_cache, store_plans
+from bench.workloads._common import HotPath, hot_path_plans, interleave_reads, plan_cache
+from bench.workloads._workload import Workload
 from store.store import ConversationStore
 
 GROWTH_TARGET = Target("<=", 1.2)
@@ -136,8 +136,9 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         "summary": "deep and first pages hold the expected seqs; chatstore = floor",
     }
 
-    ctx.log(f"W3: 10 variants x {p.w3_reads:,} reads, interleaved")
-    sampling = await interleave(
+    sampling = await interleave_reads(
+        ctx,
+        "W3",
         {
             "chatstore@small": cs_small,
             "floor@small": fl_small,
@@ -150,9 +151,7 @@ async def run(ctx: BenchContext) -> WorkloadResult:
             "floor-generic@small": fg_small,
             "floor-generic@large": fg_large,
         },
-        repetitions=p.w3_reads,
-        warmup=p.read_warmup,
-        budget_s=p.budget_s,
+        p.w3_reads,
     )
     # Whether each database kept re-planning the read (see plan_cache): it explains most
     # of any difference between the small and the large database.
@@ -227,31 +226,18 @@ async def run(ctx: BenchContext) -> WorkloadResult:
             basis="median floor deep page / median floor first page, same conversation",
         ),
     ]
-    result.plans += await store_plans(
-        ctx, workload="W3", name="latest page (1M store)", url=large.url, call=cs_large
-    )
-    result.plans += await store_plans(
-        ctx, workload="W3", name="deep page (before_seq)", url=large.url, call=cs_deep
-    )
-    result.plans.append(
-        await floor_plan(
-            ctx,
-            workload="W3",
-            name="latest page (1M store)",
-            url=large.url,
-            query=LATEST_SQL,
-            args=(long_id, long_user, limit + 1),
-        )
-    )
-    result.plans.append(
-        await floor_plan(
-            ctx,
-            workload="W3",
-            name="deep page (before_seq)",
-            url=large.url,
-            query=BEFORE_SQL,
-            args=(deep_id, deep_user, before_seq, limit + 1),
-        )
+    result.plans += await hot_path_plans(
+        ctx,
+        "W3",
+        {
+            "latest page (1M store)": HotPath(
+                cs_large, LATEST_SQL, (long_id, long_user, limit + 1)
+            ),
+            "deep page (before_seq)": HotPath(
+                cs_deep, BEFORE_SQL, (deep_id, deep_user, before_seq, limit + 1)
+            ),
+        },
+        url=large.url,
     )
     await ctx.profile_op("W3 deep page", cs_deep, 3000)
     return result

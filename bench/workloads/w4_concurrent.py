@@ -25,13 +25,14 @@ from typing import Any
 
 import asyncpg
 
+from bench.checks import check_sequence, totals
 from bench.context import BenchContext
 from bench.datagen import message_content
 from bench.floor import Floor
 from bench.harness import CHATSTORE, FLOOR, Figure, Stats, Target, percentile
 from bench.report import WorkloadResult
-from bench.workloads import Workload
-from bench.workloads._common import ROLES, check_sequence
+from bench.workloads._common import ROLES
+from bench.workloads._workload import Workload
 
 TARGET = Target(">=", 1.0)
 USER = "bench-w4"
@@ -181,18 +182,15 @@ async def run(ctx: BenchContext) -> WorkloadResult:
             ],
         )
     )
-    totals = {
-        key: sum(int(m.check[key]) for m in measured)
-        for key in ("stored", "acknowledged", "lost", "duplicated", "seq_mismatch")
-    }
+    summed = totals(m.check for m in measured)
     passed = all(m.check["passed"] for m in measured)
     result.checks = {
         "passed": passed,
         "summary": (
-            f"{len(measured)} rounds: {totals['lost']} lost, {totals['duplicated']} duplicated, "
+            f"{len(measured)} rounds: {summed['lost']} lost, {summed['duplicated']} duplicated, "
             f"gapless={'yes' if all(m.check['gapless'] for m in measured) else 'NO'}"
         ),
-        "totals": totals,
+        "totals": summed,
         "rounds": [
             {"side": m.side, "elapsed_s": m.elapsed_s, "throughput": m.throughput, **m.check}
             for m in measured

@@ -9,16 +9,38 @@ keyset query on ``(user_id, updated_at, id)`` returning raw records.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from bench.context import BenchContext
 from bench.fixtures import conversation_list
 from bench.floor import CONVERSATIONS_AFTER_SQL, CONVERSATIONS_FIRST_SQL, Position
-from bench.harness import Target, compare, derived, interleave
+from bench.harness import Target, compare, derived
 from bench.report import WorkloadResult
-from bench.workloads import Workload
-from bench.workloads._common import floor_plan, plan_cache, store_plans
+from bench.workloads._common import HotPath, hot_path_plans, interleave_reads, plan_cache
+from bench.workloads._workload import Workload
 
 TARGET = Target("<=", 1.5)
+C = TypeVar("C")
+
+
+async def _walk(
+    fetch: Callable[[C | None], Awaitable[tuple[list[uuid.UUID], C | None]]], number: int
+) -> tuple[list[uuid.UUID], C | None]:
+    """Follow ``fetch``'s cursors from the first page to the last: every id in order, and
+    the cursor that fetches page ``number``."""
+    ids: list[uuid.UUID] = []
+    cursor: C | None = None
+    start: C | None = None
+    pages = 0
+    while True:
+        pages += 1
+        page, cursor = await fetch(cursor)
+        ids += page
+        if pages == number - 1:
+            start = cursor
+        if cursor is None:
+            return ids, start
 
 
 async def run(ctx: BenchContext) -> WorkloadResult:
@@ -41,31 +63,16 @@ async def run(ctx: BenchContext) -> WorkloadResult:
 
     # Walk every page on both sides once: the order must be the same, nothing skipped
     # or repeated; remember where page `number` starts.
-    store_ids: list[uuid.UUID] = []
-    cursor: str | None = None
-    store_cursor: str | None = None
-    pages = 0
-    while True:
-        pages += 1
+    async def store_page(cursor: str | None) -> tuple[list[uuid.UUID], str | None]:
         page = await store.list_conversations(user=user, limit=size, cursor=cursor)
-        store_ids += [c.id for c in page.conversations]
-        cursor = page.next_cursor
-        if pages == number - 1:
-            store_cursor = cursor
-        if cursor is None:
-            break
-    floor_ids: list[uuid.UUID] = []
-    position: Position | None = None
-    floor_position: Position | None = None
-    pages = 0
-    while True:
-        pages += 1
-        rows, position = await floor.conversations(user, size, position)
-        floor_ids += [r["id"] for r in rows]
-        if pages == number - 1:
-            floor_position = position
-        if position is None:
-            break
+        return [c.id for c in page.conversations], page.next_cursor
+
+    async def floor_page(position: Position | None) -> tuple[list[uuid.UUID], Position | None]:
+        rows, following = await floor.conversations(user, size, position)
+        return [r["id"] for r in rows], following
+
+    store_ids, store_cursor = await _walk(store_page, number)
+    floor_ids, floor_position = await _walk(floor_page, number)
     assert store_cursor is not None and floor_position is not None
     deep_store = await store.list_conversations(user=user, limit=size, cursor=store_cursor)
     deep_rows, _ = await floor.conversations(user, size, floor_position)
@@ -95,17 +102,16 @@ async def run(ctx: BenchContext) -> WorkloadResult:
     async def fl_deep() -> None:
         await floor.conversations(user, size, floor_position)
 
-    ctx.log(f"W5: 4 variants x {p.w5_reads:,} reads, interleaved")
-    sampling = await interleave(
+    sampling = await interleave_reads(
+        ctx,
+        "W5",
         {
             "chatstore@first": cs_first,
             "floor@first": fl_first,
             "chatstore@deep": cs_deep,
             "floor@deep": fl_deep,
         },
-        repetitions=p.w5_reads,
-        warmup=p.read_warmup,
-        budget_s=p.budget_s,
+        p.w5_reads,
     )
     result.figures += [
         compare(
@@ -140,31 +146,14 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         "first": await plan_cache(floor.conn, CONVERSATIONS_FIRST_SQL),
         "after": await plan_cache(floor.conn, CONVERSATIONS_AFTER_SQL),
     }
-    result.plans += await store_plans(
-        ctx, workload="W5", name="first page", url=ctx.store_url, call=cs_first
-    )
-    result.plans += await store_plans(
-        ctx, workload="W5", name=f"page {number} (cursor)", url=ctx.store_url, call=cs_deep
-    )
-    result.plans.append(
-        await floor_plan(
-            ctx,
-            workload="W5",
-            name="first page",
-            url=ctx.floor_url,
-            query=CONVERSATIONS_FIRST_SQL,
-            args=(user, size + 1),
-        )
-    )
-    result.plans.append(
-        await floor_plan(
-            ctx,
-            workload="W5",
-            name=f"page {number} (cursor)",
-            url=ctx.floor_url,
-            query=CONVERSATIONS_AFTER_SQL,
-            args=(user, floor_position[0], floor_position[1], size + 1),
-        )
+    deep_args = (user, floor_position[0], floor_position[1], size + 1)
+    result.plans += await hot_path_plans(
+        ctx,
+        "W5",
+        {
+            "first page": HotPath(cs_first, CONVERSATIONS_FIRST_SQL, (user, size + 1)),
+            f"page {number} (cursor)": HotPath(cs_deep, CONVERSATIONS_AFTER_SQL, deep_args),
+        },
     )
     await ctx.profile_op("W5 list_conversations deep", cs_deep, 3000)
     return result

@@ -42,34 +42,28 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from bench.checks import check_sequence
 from bench.context import BenchContext
-from bench.datagen import (
-    EPOCH,
-    ConversationSpec,
-    message_content,
-    populate,
-    stable_id,
-    vacuum_analyze,
-)
+from bench.datagen import EPOCH, ConversationSpec, message_content, stable_id
+from bench.fixtures import load
 from bench.harness import Op, Target, compare, interleave
 from bench.report import WorkloadResult
 from bench.servers import (
     MCP_HEADERS,
     RawHttp,
+    bearer_token,
+    child_env,
     cpu_seconds,
-    http_server,
     log_dir,
-    mint_token,
     new_secret,
     raw_stdio,
-    server_env,
-    stdio_parameters,
     tool_call,
 )
-from bench.workloads import Workload
-from bench.workloads._common import ROLES, check_sequence
+from bench.workloads._common import ROLES
+from bench.workloads._workload import Workload
 from mcp_server.server import create_server
 from store import Settings
+from tests.support import http_server, stdio_params
 
 USER = "bench-w6"
 STORE = "store"
@@ -124,9 +118,7 @@ async def _conversation(ctx: BenchContext) -> uuid.UUID:
             created_at=EPOCH,
             title="bench W6",
         )
-        async with ctx.connection(ctx.store_url, application_name="bench_loader") as conn:
-            await populate(conn, [spec])
-            await vacuum_analyze(conn)
+        await load(ctx, [spec], floor=False)
         return spec.id
 
     return await ctx.fixture("w6_conversation", build)
@@ -170,23 +162,25 @@ async def run(ctx: BenchContext) -> WorkloadResult:
     )
     store = ctx.store
     secret = new_secret()
-    token = mint_token(secret, USER)
+    token = bearer_token(secret, USER)
     logs = log_dir(ctx.results_dir, "w6")
-    stdio_env = server_env(ctx.store_url, secret=secret, data_dir=logs, user=USER)
-    http_env = server_env(ctx.store_url, secret=secret, data_dir=logs)
+    stdio_env = child_env(ctx.store_url, secret=secret, data_dir=logs, user=USER)
+    http_env = child_env(ctx.store_url, secret=secret, data_dir=logs)
     # MCPServer sets up the root logger at its own level: at INFO, httpx2 logs every request.
     settings = Settings(database_url=ctx.store_url, log_level="WARNING")
     server = create_server(settings, stdio_user=USER, store=store)
     auth = {"Authorization": f"Bearer {token}"}
     ids = itertools.count(1)
 
-    with (logs / "stdio-sdk.log").open("w") as errlog:
+    with (
+        (logs / "stdio-sdk.log").open("w") as errlog,
+        http_server(http_env, logs) as http_child,
+    ):
         async with (
-            http_server(http_env, logs) as http_child,
             raw_stdio(stdio_env, logs) as raw_child,
             httpx2.AsyncClient(headers=auth, timeout=30) as sdk_http,
             Client(server) as inproc,
-            Client(stdio_client(stdio_parameters(stdio_env), errlog=errlog)) as stdio,
+            Client(stdio_client(stdio_params(stdio_env), errlog=errlog)) as stdio,
             Client(streamable_http_client(http_child.url, http_client=sdk_http)) as http,
         ):
             raw_http = RawHttp(http_child.url, {**MCP_HEADERS, **auth})

@@ -41,32 +41,26 @@ from pathlib import Path
 from typing import Any
 
 from bench import pyspy
+from bench.checks import check_sequence, stored_messages, totals
 from bench.context import BenchContext
-from bench.datagen import (
-    EPOCH,
-    ConversationSpec,
-    message_content,
-    populate,
-    stable_id,
-    vacuum_analyze,
-)
+from bench.datagen import EPOCH, ConversationSpec, message_content, stable_id
+from bench.fixtures import load
 from bench.harness import Figure, Stats, Target, percentile
 from bench.report import WorkloadResult
 from bench.servers import (
     MCP_HEADERS,
-    HttpServer,
     RawHttp,
     SystemCpu,
+    bearer_token,
+    child_env,
     cpu_seconds,
-    http_server,
     log_dir,
-    mint_token,
     new_secret,
-    server_env,
     tool_call,
 )
-from bench.workloads import Workload
-from bench.workloads._common import ROLES, check_sequence
+from bench.workloads._common import ROLES
+from bench.workloads._workload import Workload
+from tests.support import HttpServer, http_server
 
 TARGET_RATE = Target(">=", 500, unit="calls/s")
 TARGET_P99 = Target("<=", 50, unit="ms", stat="p99")
@@ -117,9 +111,7 @@ async def _seed(ctx: BenchContext) -> Seeded:
             for user in users
             for c in range(p.w7_conversations_per_user)
         ]
-        async with ctx.connection(ctx.store_url, application_name="bench_loader") as conn:
-            await populate(conn, specs)
-            await vacuum_analyze(conn)
+        await load(ctx, specs, floor=False)
         by_user: dict[str, list[uuid.UUID]] = {user: [] for user in users}
         for spec in specs:
             by_user[spec.user].append(spec.id)
@@ -277,24 +269,16 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         },
     )
     secret = new_secret()
-    tokens = {user: mint_token(secret, user) for user in seeded.users}
+    tokens = {user: bearer_token(secret, user) for user in seeded.users}
     logs = log_dir(ctx.results_dir, "w7")
-    env = server_env(ctx.store_url, secret=secret, data_dir=logs)
+    env = child_env(ctx.store_url, secret=secret, data_dir=logs)
     all_conversations = [c for cs in seeded.conversations.values() for c in cs]
     async with ctx.connection(ctx.store_url) as conn:
-        rows = await conn.fetch(
-            "SELECT conversation_id, id, seq FROM messages WHERE conversation_id = ANY($1)",
-            all_conversations,
-        )
-    stored_before: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = {c: [] for c in all_conversations}
-    for row in rows:
-        stored_before[row["conversation_id"]].append((row["id"], row["seq"]))
+        stored_before = await stored_messages(conn, all_conversations)
 
     warmup_s = min(3.0, max(1.0, p.w7_seconds / 10))
     async with AsyncExitStack() as stack:
-        servers = [
-            await stack.enter_async_context(http_server(env, logs)) for _ in range(p.w7_servers)
-        ]
+        servers = [stack.enter_context(http_server(env, logs)) for _ in range(p.w7_servers)]
         ctx.log(
             f"W7: {p.w7_clients} clients on {len(servers)} servers for {p.w7_seconds:.0f} s "
             f"(+{warmup_s:.0f} s warm-up)"
@@ -339,10 +323,7 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         for cid in all_conversations:
             expected = stored_before[cid] + load.acknowledged.get(cid, [])
             per_conversation.append(await check_sequence(conn, cid, acknowledged=expected))
-    totals = {
-        key: sum(int(c[key]) for c in per_conversation)
-        for key in ("stored", "acknowledged", "lost", "duplicated", "seq_mismatch")
-    }
+    summed = totals(per_conversation)
     errors = sum(load.errors.values())
     appended = sum(len(a) for a in load.acknowledged.values())
     store_ok = all(c["passed"] for c in per_conversation)
@@ -350,14 +331,14 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         "passed": errors == 0 and store_ok,
         "summary": (
             f"{errors} errors in {len(load.done) + errors + load.warmup_calls:,} calls; "
-            f"{appended:,} acknowledged appends: {totals['lost']} lost, "
-            f"{totals['duplicated']} duplicated, "
+            f"{appended:,} acknowledged appends: {summed['lost']} lost, "
+            f"{summed['duplicated']} duplicated, "
             f"gapless={'yes' if all(c['gapless'] for c in per_conversation) else 'NO'}, "
             f"counters={'match' if all(c['counters_match'] for c in per_conversation) else 'WRONG'}"
         ),
         "errors": dict(load.errors),
         "error_samples": load.error_samples,
-        "totals": totals,
+        "totals": summed,
         "conversations": per_conversation,
     }
     result.checks = checks
