@@ -26,7 +26,7 @@ from mcp import Client
 
 from mcp_server.server import create_server
 from store import ConversationStore, Message, Settings
-from tests.reliability.dbcheck import Db
+from tests.rawdb import RawDB
 from tests.security.leaks import clean
 from tests.support import error_code, error_text
 
@@ -88,7 +88,7 @@ class CancelPoints:
 async def _check_store(
     settings: Settings, user: str, acked: list[Message], attempted: set[str]
 ) -> dict[str, int]:
-    db = await Db.connect(settings)
+    db = await RawDB.connect(settings)
     try:
         assert await db.violations([user]) == []
         rows = await db.fetch("SELECT id, seq, content FROM messages WHERE user_id = $1", user)

@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 
 from store import ConversationStore, Message, Settings, StoreError
-from tests.reliability.dbcheck import Db
+from tests.rawdb import RawDB
 from tests.reliability.pg import PrivatePostgres
 from tests.security.leaks import clean
 
@@ -94,7 +94,7 @@ async def test_store_survives_terminated_backends(
     assert killed >= ROUNDS // 2, "the test did not manage to kill the store's backends"
     assert set(outcomes) <= {"ok", "unavailable"}, outcomes
     assert slowest < 2 * settings.db_timeout + 2
-    db = await Db.connect(settings)
+    db = await RawDB.connect(settings)
     try:
         assert await db.violations([user]) == []
         rows = await db.fetch("SELECT id, seq, content FROM messages WHERE user_id = $1", user)

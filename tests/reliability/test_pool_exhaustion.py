@@ -26,7 +26,7 @@ import asyncpg
 from mcp import Client
 
 from store.settings import Settings
-from tests.reliability.dbcheck import Db
+from tests.rawdb import RawDB
 from tests.security.leaks import clean
 from tests.support import (
     error_code,
@@ -161,7 +161,7 @@ async def test_more_concurrent_calls_than_connections(
             assert server.process.poll() is None
 
     await asyncio.sleep(0.5)  # work a cancelled call left running may still land
-    db = await Db.connect(settings)
+    db = await RawDB.connect(settings)
     try:
         assert await db.violations([user]) == []
         rows = await db.fetch("SELECT id, seq, content FROM messages WHERE user_id = $1", user)

@@ -22,7 +22,7 @@ from mcp import Client
 
 from mcp_server.server import create_server
 from store import ConversationStore, InvalidArgument, Settings
-from tests.reliability.dbcheck import Db
+from tests.rawdb import RawDB
 from tests.security.leaks import clean
 from tests.support import error_code, error_text
 
@@ -334,7 +334,7 @@ async def test_bad_input_is_refused_and_writes_nothing(
 ) -> None:
     user = f"input-{uuid.uuid4().hex[:10]}"
     ctx, secrets = await _prepare(matrix_store, user)
-    db = await Db.connect(matrix_settings)
+    db = await RawDB.connect(matrix_settings)
     try:
         rows_before = await db.rows_of(user)
         facts_before = [(f.id, f.message_count, f.last_seq) for f in await db.facts([user])]
@@ -387,7 +387,7 @@ async def test_unpaired_surrogates_are_refused_at_the_store(
     operation: str, args: dict[str, Any], store: ConversationStore, settings: Settings, user: str
 ) -> None:
     conversation = await store.create_conversation(user=user)
-    db = await Db.connect(settings)
+    db = await RawDB.connect(settings)
     try:
         before = await db.rows_of(user)
         kwargs: dict[str, Any] = {"user": user, **args}
@@ -433,9 +433,9 @@ async def test_sql_looking_text_is_stored_verbatim(
     text: str, matrix_store: ConversationStore, matrix_settings: Settings
 ) -> None:
     user = f"sql-{uuid.uuid4().hex[:10]}"
-    db = await Db.connect(matrix_settings)
+    db = await RawDB.connect(matrix_settings)
     try:
-        total_before = await db.value("SELECT count(*) FROM messages")
+        total_before = await db.fetchval("SELECT count(*) FROM messages")
         server = create_server(matrix_settings, stdio_user=user, store=matrix_store)
         async with Client(server) as client:
             created = await client.call_tool(
@@ -478,9 +478,9 @@ async def test_sql_looking_text_is_stored_verbatim(
             assert listed.structured_content is not None
             assert [c["title"] for c in listed.structured_content["conversations"]] == [text[:200]]
         # Nothing was executed: every table is still there and only our 3 rows were added.
-        assert await db.value("SELECT count(*) FROM messages") == total_before + 3
+        assert await db.fetchval("SELECT count(*) FROM messages") == total_before + 3
         assert await db.rows_of(user) == (1, 3)
-        assert await db.value("SELECT count(*) FROM users WHERE id = 'mallory'") in (0, 1)
+        assert await db.fetchval("SELECT count(*) FROM users WHERE id = 'mallory'") in (0, 1)
         assert await db.violations([user]) == []
     finally:
         await db.close()

@@ -14,7 +14,6 @@ from store.errors import SchemaBehind, StoreError, Unavailable
 from store.settings import Settings
 from store.store import ConversationStore
 from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.store.helpers import sqlite_path
 
 #: What must never reach a caller in an error's text.
 DRIVER_WORDS = (
@@ -53,7 +52,7 @@ async def test_a_fresh_sqlite_file_migrates_itself_on_open(tmp_path: Path) -> No
         await store.append_message(
             user="u", conversation_id=conversation.id, role="user", content="hi"
         )
-    assert sqlite_path(settings) == str(path)
+    assert settings.sqlite_path == str(path)
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         versions = [row[0] for row in conn.execute("SELECT version FROM aerich")]
