@@ -12,7 +12,6 @@ A server process with ``CHATSTORE_DB_POOL_MAX=2`` gets 50 concurrent calls:
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 from mcp import Client
 
 from store.settings import Settings
@@ -59,26 +57,19 @@ async def _call(client: Client, name: str, arguments: dict[str, Any]) -> tuple[s
 @asynccontextmanager
 async def _blocked(settings: Settings, conversation_id: str) -> AsyncIterator[None]:
     """Another session holds the write lock that appends to ``conversation_id`` need."""
-    if settings.dialect == "postgres":
-        conn = await asyncpg.connect(settings.resolved_database_url, timeout=10)
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
-                    uuid.UUID(conversation_id),
-                )
-                yield
-        finally:
-            await conn.close()
-    else:
-        path = settings.resolved_database_url.split("://", 1)[1]
-        lite = sqlite3.connect(path, isolation_level=None, timeout=10)
-        try:
-            lite.execute("BEGIN IMMEDIATE")
-            yield
-            lite.execute("ROLLBACK")
-        finally:
-            lite.close()
+    db = await RawDB.connect(settings)
+    try:
+        if db.dialect == "postgres":
+            await db.execute("BEGIN")
+            await db.execute(
+                "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", uuid.UUID(conversation_id)
+            )
+        else:
+            await db.execute("BEGIN IMMEDIATE")
+        yield
+        await db.execute("ROLLBACK")
+    finally:
+        await db.close()
 
 
 async def test_more_concurrent_calls_than_connections(

@@ -6,7 +6,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from store import migrate
@@ -14,6 +13,7 @@ from store.errors import SchemaBehind, StoreError, Unavailable
 from store.settings import Settings
 from store.store import ConversationStore
 from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.rawdb import RawDB
 
 #: What must never reach a caller in an error's text.
 DRIVER_WORDS = (
@@ -94,12 +94,12 @@ async def test_postgres_behind_head_refuses_to_open(postgres_url: str) -> None:
             await store.create_conversation(user="u")
 
         # One applied migration "forgotten": behind again, and the error names it.
-        conn = await asyncpg.connect(url, timeout=5)
+        raw = await RawDB.connect(settings)
         try:
             newest = migrate.shipped_versions("postgres")[-1]
-            await conn.execute("DELETE FROM aerich WHERE version = $1", newest)
+            await raw.execute("DELETE FROM aerich WHERE version = $1", newest)
         finally:
-            await conn.close()
+            await raw.close()
         with pytest.raises(SchemaBehind, match="chatstore migrate") as info:
             await ConversationStore(settings).open()
         assert newest in str(info.value)
