@@ -7,6 +7,7 @@ pytest-asyncio yield fixture: the SDK's cancel scopes must exit in the task they
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +31,9 @@ JWT_ISSUER = "https://issuer.chatstore.test"
 JWT_AUDIENCE = "chatstore-test"
 
 CHATSTORE = [sys.executable, "-m", "mcp_server.cli"]
+
+#: RFC 3339 UTC with exactly six fractional digits, as the contract promises.
+RFC3339_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,9 +19,6 @@ from mcp import Client, MCPError
 from mcp_types import Tool
 
 from tests.support import error_text, structured
-
-#: RFC 3339 UTC with exactly six fractional digits, as the contract promises.
-RFC3339_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 CONVERSATION_KEYS = {
     "id",

@@ -6,7 +6,6 @@ Raw SQL beside the store is ``tests.rawdb.RawDB``.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -17,9 +16,7 @@ from store.schemas import Conversation, Message
 from store.settings import Settings
 from store.store import ConversationStore
 from tests.rawdb import RawDB
-
-#: RFC 3339 UTC with exactly six fractional digits, as the contract promises.
-RFC3339_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+from tests.support import RFC3339_MICROS
 
 #: Text the store must refuse anywhere: NUL, and unpaired surrogates (high, low, inside text).
 BAD_TEXTS = ["nul\x00inside", "\ud800", "lone \udfff low"]
