@@ -16,9 +16,9 @@ import uuid
 from collections import Counter
 
 from store import ConversationStore, Message, Settings, StoreError
+from tests.leaks import clean
 from tests.rawdb import RawDB
 from tests.reliability.pg import PrivatePostgres
-from tests.security.leaks import clean
 
 ROUNDS = 25
 WORKERS = 8

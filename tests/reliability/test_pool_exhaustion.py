@@ -24,8 +24,8 @@ import anyio
 from mcp import Client
 
 from store.settings import Settings
+from tests.leaks import clean
 from tests.rawdb import RawDB
-from tests.security.leaks import clean
 from tests.support import (
     error_code,
     error_text,

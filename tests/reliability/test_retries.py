@@ -20,8 +20,8 @@ from mcp import Client
 
 from mcp_server.server import create_server
 from store import Conflict, ConversationStore, Message, Settings
+from tests.leaks import clean
 from tests.rawdb import RawDB
-from tests.security.leaks import clean
 from tests.support import error_code, error_text
 
 MESSAGES = 1000

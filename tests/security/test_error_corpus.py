@@ -1,7 +1,7 @@
 """Nothing internal in any error: the texts every other fault and attack test collected.
 
 Each suite records every error text a client received (tool errors, JSON-RPC error messages,
-HTTP 401 bodies and challenges, store exceptions) through ``tests.security.leaks.clean``, which
+HTTP 401 bodies and challenges, store exceptions) through ``tests.leaks.clean``, which
 already fails at the spot on SQL, driver names, tracebacks, paths or another user's data. This
 test runs last (see ``conftest.py``), re-checks the whole corpus and reports what it covered.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security.leaks import CORPUS, internal_markers
+from tests.leaks import CORPUS, internal_markers
 
 
 def test_no_error_text_carries_anything_internal() -> None:
     if not CORPUS.texts:
         pytest.skip("no other fault or attack test ran in this session")
-    leaking = {text: internal_markers(text) for text in CORPUS.texts if internal_markers(text)}
+    leaking = CORPUS.leaking()
     assert not leaking, leaking
     distinct = sorted(set(CORPUS.texts))
     print(f"error corpus: {len(CORPUS.texts)} texts ({len(distinct)} distinct), {CORPUS.codes()}")

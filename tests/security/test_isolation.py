@@ -23,9 +23,9 @@ from mcp_types import CallToolResult
 from mcp_server.server import create_server
 from store import ConversationStore, Settings
 from store.store import _encode_cursor
+from tests.leaks import clean
 from tests.rawdb import RawDB
 from tests.security.conftest import STDIO_FALLBACK_USER
-from tests.security.leaks import clean
 from tests.support import HttpServer, error_code, error_text, http_client, mint_token
 
 

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from store import Conflict, ConversationStore, InvalidArgument, NotFound, Settings
+from tests.leaks import clean
 from tests.rawdb import RawDB
-from tests.security.leaks import clean
 
 USERS = 3
 STATS = {"examples": 0, "operations": 0}

@@ -13,20 +13,8 @@ from store.errors import SchemaBehind, StoreError, Unavailable
 from store.settings import Settings
 from store.store import ConversationStore
 from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.leaks import clean
 from tests.rawdb import RawDB
-
-#: What must never reach a caller in an error's text.
-DRIVER_WORDS = (
-    "Errno",
-    "Connect call failed",
-    "ConnectionRefused",
-    "asyncpg",
-    "aiosqlite",
-    "sqlite3",
-    "Traceback",
-    "OSError",
-    "Multiple exceptions",
-)
 
 
 async def test_migrations_are_in_sync_with_the_models() -> None:
@@ -130,8 +118,8 @@ async def test_an_unreachable_database_is_unavailable_quickly(backend: str, tmp_
     assert text.startswith("unavailable: ")
     assert not isinstance(info.value, SchemaBehind)
     assert secret not in text
-    for word in DRIVER_WORDS:
-        assert word not in text, text
+    # For the operator who configured the database: it may say where the database is.
+    clean(text, audience="operator")
     # A store that failed to open refuses work with the same error type, not a crash.
     with pytest.raises(Unavailable):
         await store.list_conversations(user="u")
