@@ -99,6 +99,28 @@ async def protocol_failure(
     return info.value
 
 
+async def assert_everything_unavailable(
+    client: Client, conversation_id: str, foreign: Iterable[str] = ()
+) -> None:
+    """Every tool, the resource list and read, and the prompt fail with ``unavailable``."""
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("create_conversation", {"title": "t"}),
+        ("list_conversations", {}),
+    ]
+    calls += [(tool, args_for(tool, conversation_id)) for tool in ID_TOOLS]
+    for tool, arguments in calls:
+        tool_failure(tool, await client.call_tool(tool, arguments), "unavailable", foreign)
+    await protocol_failure(client.list_resources(), "unavailable", foreign)
+    await protocol_failure(
+        client.read_resource(f"{RESOURCE_PREFIX}{conversation_id}"), "unavailable", foreign
+    )
+    await protocol_failure(
+        client.get_prompt("resume_conversation", {"conversation_id": conversation_id}),
+        "unavailable",
+        foreign,
+    )
+
+
 async def new_conversation(client: Client, *messages: str, title: str | None = None) -> str:
     """Create a conversation holding ``messages`` as user turns; its id."""
     arguments: dict[str, Any] = {} if title is None else {"title": title}
