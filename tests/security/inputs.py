@@ -63,6 +63,11 @@ def _page(**extra: Any) -> Args:
     return lambda ctx: {"conversation_id": ctx.conversation_id, **extra}
 
 
+def _unknown() -> Args:
+    """Arguments naming a conversation nobody has (a new random id each time)."""
+    return lambda ctx: {"conversation_id": str(uuid.uuid4())}
+
+
 def _theirs(**extra: Any) -> Args:
     """Arguments naming the other user's conversation."""
     return lambda ctx: {"conversation_id": ctx.foreign_conversation_id, **extra}
@@ -237,12 +242,7 @@ CASES: list[tuple[str, str, Args, str]] = [
     ("list-before-beyond-bigint", "list_messages", _page(before_seq=2**63), BAD),
     ("list-after-huge", "list_messages", _page(after_seq=10**30), BAD),
     ("list-id-not-uuid", "list_messages", lambda c: {"conversation_id": "xyz"}, BAD),
-    (
-        "list-id-unknown",
-        "list_messages",
-        lambda c: {"conversation_id": str(uuid.uuid4())},
-        "not_found",
-    ),
+    ("list-id-unknown", "list_messages", _unknown(), "not_found"),
     ("list-id-foreign", "list_messages", _theirs(), "not_found"),
     # list_conversations
     ("conversations-limit-zero", "list_conversations", lambda c: {"limit": 0}, BAD),
@@ -282,12 +282,7 @@ CASES: list[tuple[str, str, Args, str]] = [
     ("get-recent-201", "get_conversation", _page(recent_messages=201), BAD),
     ("get-recent-huge", "get_conversation", _page(recent_messages=2**70), BAD),
     ("get-id-not-uuid", "get_conversation", lambda c: {"conversation_id": "123"}, BAD),
-    (
-        "get-id-unknown",
-        "get_conversation",
-        lambda c: {"conversation_id": str(uuid.uuid4())},
-        "not_found",
-    ),
+    ("get-id-unknown", "get_conversation", _unknown(), "not_found"),
     ("get-id-foreign", "get_conversation", _theirs(recent_messages=5), "not_found"),
     # delete_conversation
     ("delete-id-not-uuid", "delete_conversation", lambda c: {"conversation_id": "nope"}, BAD),
@@ -298,14 +293,26 @@ CASES: list[tuple[str, str, Args, str]] = [
         lambda c: {"conversation_id": [c.conversation_id]},
         BAD,
     ),
-    (
-        "delete-id-unknown",
-        "delete_conversation",
-        lambda c: {"conversation_id": str(uuid.uuid4())},
-        "not_found",
-    ),
+    ("delete-id-unknown", "delete_conversation", _unknown(), "not_found"),
     ("delete-id-foreign", "delete_conversation", _theirs(), "not_found"),
 ]
+
+
+async def _conversations(store: ConversationStore, user: str, title: str) -> tuple[str, str]:
+    """A conversation titled ``title`` whose first message (``title``'s words) has the
+    idempotency key ``KEY``, then an untitled one; the first's id and a page-1 cursor."""
+    conversation = await store.create_conversation(user=user, title=title)
+    await store.create_conversation(user=user)
+    await store.append_message(
+        user=user,
+        conversation_id=conversation.id,
+        role="user",
+        content=f"{title} first",
+        idempotency_key=KEY,
+    )
+    page = await store.list_conversations(user=user, limit=1)
+    assert page.next_cursor
+    return str(conversation.id), page.next_cursor
 
 
 async def prepare(store: ConversationStore, user: str, other: str) -> tuple[Ctx, list[str]]:
@@ -314,28 +321,6 @@ async def prepare(store: ConversationStore, user: str, other: str) -> tuple[Ctx,
     ``user`` and ``other`` each get a titled conversation whose first message has the
     idempotency key ``KEY``, and an untitled one (so each has a ``list_conversations`` cursor).
     """
-    conversation = await store.create_conversation(user=user, title="mine")
-    await store.create_conversation(user=user)
-    await store.append_message(
-        user=user,
-        conversation_id=conversation.id,
-        role="user",
-        content="first",
-        idempotency_key=KEY,
-    )
-    page = await store.list_conversations(user=user, limit=1)
-    other_conversation = await store.create_conversation(user=other, title="other's")
-    await store.create_conversation(user=other)
-    await store.append_message(
-        user=other,
-        conversation_id=other_conversation.id,
-        role="user",
-        content="their first",
-        idempotency_key=KEY,
-    )
-    foreign = await store.list_conversations(user=other, limit=1)
-    assert page.next_cursor and foreign.next_cursor
-    ctx = Ctx(
-        str(conversation.id), page.next_cursor, foreign.next_cursor, str(other_conversation.id)
-    )
-    return ctx, [other, str(other_conversation.id), "other's", "their first"]
+    mine, cursor = await _conversations(store, user, "mine")
+    theirs, foreign_cursor = await _conversations(store, other, "other's")
+    return Ctx(mine, cursor, foreign_cursor, theirs), [other, theirs, "other's"]
