@@ -25,7 +25,7 @@ import asyncpg
 
 from store.settings import Settings
 
-__all__ = ["ConversationFacts", "RawDB"]
+__all__ = ["ConversationFacts", "RawDB", "consistent_messages_of"]
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -205,6 +205,16 @@ class RawDB:
         if conversations:
             problems.append(f"{conversations} conversations without a user")
         return problems
+
+
+async def consistent_messages_of(settings: Settings, user: str) -> list[tuple[Any, ...]]:
+    """(id, seq, content) of every stored message of ``user``, once the invariants hold."""
+    db = await RawDB.connect(settings)
+    try:
+        assert await db.violations([user]) == []
+        return await db.fetch("SELECT id, seq, content FROM messages WHERE user_id = $1", user)
+    finally:
+        await db.close()
 
 
 def _uuid(value: str | uuid.UUID) -> uuid.UUID:

@@ -25,7 +25,7 @@ from mcp import Client
 
 from store.settings import Settings
 from tests.leaks import clean
-from tests.rawdb import RawDB
+from tests.rawdb import RawDB, consistent_messages_of
 from tests.support import (
     error_code,
     error_text,
@@ -152,12 +152,7 @@ async def test_more_concurrent_calls_than_connections(
             assert server.process.poll() is None
 
     await asyncio.sleep(0.5)  # work a cancelled call left running may still land
-    db = await RawDB.connect(settings)
-    try:
-        assert await db.violations([user]) == []
-        rows = await db.fetch("SELECT id, seq, content FROM messages WHERE user_id = $1", user)
-    finally:
-        await db.close()
+    rows = await consistent_messages_of(settings, user)
     contents = Counter(str(r[2]) for r in rows)
     assert max(contents.values()) == 1, "a message was stored twice"
     assert set(contents) <= attempted
