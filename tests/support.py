@@ -8,6 +8,7 @@ The benchmarks (``bench/``) start their server processes and mint their tokens w
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,9 @@ JWT_AUDIENCE = "chatstore-test"
 #: This checkout: first on a child's ``PYTHONPATH``, and its working directory.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHATSTORE = [sys.executable, "-m", "mcp_server.cli"]
+
+#: RFC 3339 UTC with exactly six fractional digits, as the contract promises.
+RFC3339_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
 def free_port() -> int:

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client, MCPError
-from mcp_types import Tool
+from mcp_types import CallToolResult, Tool
 
+from tests.leaks import clean
 from tests.support import error_text, structured
-
-#: RFC 3339 UTC with exactly six fractional digits, as the contract promises.
-RFC3339_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 CONVERSATION_KEYS = {
     "id",
@@ -54,26 +51,6 @@ RESOURCE_PREFIX = "chatstore://conversations/"
 SNAPSHOT_DIR = Path(__file__).parent / "snapshots"
 TOOLS_SNAPSHOT = SNAPSHOT_DIR / "tools.json"
 
-#: Fragments that must never reach a client: SQL, driver and ORM names, tracebacks, paths, URLs.
-LEAK_MARKERS = (
-    "SELECT",
-    "INSERT",
-    "UPDATE ",
-    "asyncpg",
-    "sqlite3",
-    "tortoise",
-    "Traceback",
-    'File "',
-    "/tmp",
-    "postgres://",
-    "127.0.0.1",
-)
-
-
-def assert_no_leak(text: str) -> None:
-    for marker in LEAK_MARKERS:
-        assert marker not in text, f"{marker!r} leaked into {text!r}"
-
 
 def random_id() -> str:
     return str(uuid.uuid4())
@@ -91,26 +68,57 @@ async def ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     return structured(await client.call_tool(tool, arguments))
 
 
-async def fail(client: Client, tool: str, code: str, **arguments: Any) -> str:
-    """Call a tool that must fail with ``code``; the whole error text."""
-    result = await client.call_tool(tool, arguments)
+def tool_failure(tool: str, result: CallToolResult, code: str, foreign: Iterable[str] = ()) -> str:
+    """The whole error text of a call to ``tool`` that must have failed with ``code``.
+
+    The text is checked (and recorded) by ``tests.leaks.clean``: nothing internal, and none of
+    ``foreign`` (another user's ids, names or titles).
+    """
     text = error_text(result)
     prefix = f"Error executing tool {tool}: {code}: "
     assert text.startswith(prefix), text
     assert text[len(prefix) :].strip(), "the message after the code says what was wrong"
     assert result.structured_content is None
-    assert_no_leak(text)
-    return text
+    return clean(text, foreign=foreign)
 
 
-async def protocol_failure(call: Awaitable[object], code: str) -> MCPError:
+async def fail(client: Client, tool: str, code: str, **arguments: Any) -> str:
+    """Call a tool that must fail with ``code``; the whole error text."""
+    return tool_failure(tool, await client.call_tool(tool, arguments), code)
+
+
+async def protocol_failure(
+    call: Awaitable[object], code: str, foreign: Iterable[str] = ()
+) -> MCPError:
     """Await a resource read or prompt get that must fail with ``code``."""
     with pytest.raises(MCPError) as info:
         await call
     message = info.value.error.message
     assert message.startswith(f"{code}: "), message
-    assert_no_leak(message)
+    clean(message, foreign=foreign)
     return info.value
+
+
+async def assert_everything_unavailable(
+    client: Client, conversation_id: str, foreign: Iterable[str] = ()
+) -> None:
+    """Every tool, the resource list and read, and the prompt fail with ``unavailable``."""
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("create_conversation", {"title": "t"}),
+        ("list_conversations", {}),
+    ]
+    calls += [(tool, args_for(tool, conversation_id)) for tool in ID_TOOLS]
+    for tool, arguments in calls:
+        tool_failure(tool, await client.call_tool(tool, arguments), "unavailable", foreign)
+    await protocol_failure(client.list_resources(), "unavailable", foreign)
+    await protocol_failure(
+        client.read_resource(f"{RESOURCE_PREFIX}{conversation_id}"), "unavailable", foreign
+    )
+    await protocol_failure(
+        client.get_prompt("resume_conversation", {"conversation_id": conversation_id}),
+        "unavailable",
+        foreign,
+    )
 
 
 async def new_conversation(client: Client, *messages: str, title: str | None = None) -> str:

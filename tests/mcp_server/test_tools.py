@@ -21,13 +21,13 @@ from tests.mcp_server.helpers import (
     CONVERSATION_KEYS,
     ID_TOOLS,
     MESSAGE_KEYS,
-    RFC3339_MICROS,
     args_for,
     fail,
     new_conversation,
     ok,
     random_id,
 )
+from tests.support import RFC3339_MICROS
 
 
 def seqs(page: dict[str, Any]) -> list[int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mcp import Client
@@ -19,34 +18,12 @@ from mcp import Client
 from mcp_server.server import create_server
 from store import ConversationStore, Settings
 from tests.mcp_server.helpers import (
-    ID_TOOLS,
-    RESOURCE_PREFIX,
     args_for,
+    assert_everything_unavailable,
     fail,
     new_conversation,
     ok,
-    protocol_failure,
 )
-
-ALL_CALLS: list[tuple[str, dict[str, Any]]] = [
-    ("create_conversation", {"title": "t"}),
-    ("list_conversations", {}),
-]
-
-
-async def assert_everything_unavailable(client: Client, conversation_id: str) -> None:
-    for tool, arguments in ALL_CALLS:
-        await fail(client, tool, "unavailable", **arguments)
-    for tool in ID_TOOLS:
-        await fail(client, tool, "unavailable", **args_for(tool, conversation_id))
-    await protocol_failure(client.list_resources(), "unavailable")
-    await protocol_failure(
-        client.read_resource(f"{RESOURCE_PREFIX}{conversation_id}"), "unavailable"
-    )
-    await protocol_failure(
-        client.get_prompt("resume_conversation", {"conversation_id": conversation_id}),
-        "unavailable",
-    )
 
 
 async def test_a_closed_store_is_unavailable(settings: Settings, user: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from tests.security.leaks import clean
+from tests.leaks import clean
 from tests.support import error_code, error_text
 
 

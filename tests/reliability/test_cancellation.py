@@ -26,8 +26,8 @@ from mcp import Client
 
 from mcp_server.server import create_server
 from store import ConversationStore, Message, Settings
-from tests.reliability.dbcheck import Db
-from tests.security.leaks import clean
+from tests.leaks import clean
+from tests.rawdb import consistent_messages_of
 from tests.support import error_code, error_text
 
 T = TypeVar("T")
@@ -88,12 +88,7 @@ class CancelPoints:
 async def _check_store(
     settings: Settings, user: str, acked: list[Message], attempted: set[str]
 ) -> dict[str, int]:
-    db = await Db.connect(settings)
-    try:
-        assert await db.violations([user]) == []
-        rows = await db.fetch("SELECT id, seq, content FROM messages WHERE user_id = $1", user)
-    finally:
-        await db.close()
+    rows = await consistent_messages_of(settings, user)
     contents = Counter(str(row[2]) for row in rows)
     duplicates = {c: n for c, n in contents.items() if n > 1}
     assert not duplicates, f"stored twice: {duplicates}"

@@ -29,7 +29,7 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 
 from store.settings import Settings
-from tests.reliability.dbcheck import Db
+from tests.rawdb import RawDB
 from tests.reliability.load import Appender, Ledger
 from tests.reliability.pg import PrivatePostgres
 from tests.support import http_client, http_server, mint_token, server_env, stdio_params
@@ -215,7 +215,7 @@ async def test_restart_crash_and_killed_backends_under_load(
     assert max(c.duration for c in ledger.calls) <= CALL_BOUND
 
     # What is in the database.
-    db = await Db.connect(Settings(database_url=fault_url))
+    db = await RawDB.connect(Settings(database_url=fault_url))
     try:
         assert await db.violations() == []
         rows = await db.fetch("SELECT id::text, seq, content, idempotency_key FROM messages")

@@ -16,9 +16,9 @@ import uuid
 from collections import Counter
 
 from store import ConversationStore, Message, Settings, StoreError
-from tests.reliability.dbcheck import Db
+from tests.leaks import clean
+from tests.rawdb import consistent_messages_of
 from tests.reliability.pg import PrivatePostgres
-from tests.security.leaks import clean
 
 ROUNDS = 25
 WORKERS = 8
@@ -94,12 +94,7 @@ async def test_store_survives_terminated_backends(
     assert killed >= ROUNDS // 2, "the test did not manage to kill the store's backends"
     assert set(outcomes) <= {"ok", "unavailable"}, outcomes
     assert slowest < 2 * settings.db_timeout + 2
-    db = await Db.connect(settings)
-    try:
-        assert await db.violations([user]) == []
-        rows = await db.fetch("SELECT id, seq, content FROM messages WHERE user_id = $1", user)
-    finally:
-        await db.close()
+    rows = await consistent_messages_of(settings, user)
     stored = {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
     assert len({r[2] for r in rows}) == len(rows), "a message was stored twice"
     for message in acked:

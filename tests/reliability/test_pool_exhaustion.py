@@ -12,7 +12,6 @@ A server process with ``CHATSTORE_DB_POOL_MAX=2`` gets 50 concurrent calls:
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -22,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 from mcp import Client
 
 from store.settings import Settings
-from tests.reliability.dbcheck import Db
-from tests.security.leaks import clean
+from tests.leaks import clean
+from tests.rawdb import RawDB, consistent_messages_of
 from tests.support import (
     error_code,
     error_text,
@@ -59,26 +57,19 @@ async def _call(client: Client, name: str, arguments: dict[str, Any]) -> tuple[s
 @asynccontextmanager
 async def _blocked(settings: Settings, conversation_id: str) -> AsyncIterator[None]:
     """Another session holds the write lock that appends to ``conversation_id`` need."""
-    if settings.dialect == "postgres":
-        conn = await asyncpg.connect(settings.resolved_database_url, timeout=10)
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
-                    uuid.UUID(conversation_id),
-                )
-                yield
-        finally:
-            await conn.close()
-    else:
-        path = settings.resolved_database_url.split("://", 1)[1]
-        lite = sqlite3.connect(path, isolation_level=None, timeout=10)
-        try:
-            lite.execute("BEGIN IMMEDIATE")
-            yield
-            lite.execute("ROLLBACK")
-        finally:
-            lite.close()
+    db = await RawDB.connect(settings)
+    try:
+        if db.dialect == "postgres":
+            await db.execute("BEGIN")
+            await db.execute(
+                "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", uuid.UUID(conversation_id)
+            )
+        else:
+            await db.execute("BEGIN IMMEDIATE")
+        yield
+        await db.execute("ROLLBACK")
+    finally:
+        await db.close()
 
 
 async def test_more_concurrent_calls_than_connections(
@@ -161,12 +152,7 @@ async def test_more_concurrent_calls_than_connections(
             assert server.process.poll() is None
 
     await asyncio.sleep(0.5)  # work a cancelled call left running may still land
-    db = await Db.connect(settings)
-    try:
-        assert await db.violations([user]) == []
-        rows = await db.fetch("SELECT id, seq, content FROM messages WHERE user_id = $1", user)
-    finally:
-        await db.close()
+    rows = await consistent_messages_of(settings, user)
     contents = Counter(str(r[2]) for r in rows)
     assert max(contents.values()) == 1, "a message was stored twice"
     assert set(contents) <= attempted

@@ -20,8 +20,8 @@ from mcp import Client
 
 from mcp_server.server import create_server
 from store import Conflict, ConversationStore, Message, Settings
-from tests.reliability.dbcheck import Db
-from tests.security.leaks import clean
+from tests.leaks import clean
+from tests.rawdb import RawDB
 from tests.support import error_code, error_text
 
 MESSAGES = 1000
@@ -78,7 +78,7 @@ async def _replay_storm(send: Send, conversations: list[str], count: int, seed: 
 
 
 async def _check(settings: Settings, user: str, count: int) -> None:
-    db = await Db.connect(settings)
+    db = await RawDB.connect(settings)
     try:
         assert await db.violations([user]) == []
         rows = await db.fetch(

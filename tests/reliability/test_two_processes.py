@@ -19,7 +19,7 @@ from typing import Any
 from mcp import Client
 
 from store.settings import Settings
-from tests.reliability.dbcheck import Db
+from tests.rawdb import RawDB
 from tests.support import error_text, http_client, http_server, mint_token, server_env
 
 APPENDERS_PER_SERVER = 3
@@ -135,12 +135,12 @@ async def test_two_server_processes_share_one_database(
 
     total = len(writers) * MESSAGES_PER_APPENDER
     assert len(acked) == total
-    db = await Db.connect(settings)
+    db = await RawDB.connect(settings)
     try:
         assert await db.violations([user]) == []
         stored: dict[str, dict[int, tuple[str, str]]] = {}
         for cid in conversations:
-            stored[cid] = {int(r[1]): (str(r[0]), str(r[2])) for r in await db.messages(cid)}
+            stored[cid] = {int(r[1]): (str(r[0]), str(r[2])) for r in await db.message_rows(cid)}
     finally:
         await db.close()
     found = sum(len(v) for v in stored.values())

@@ -2,7 +2,8 @@
 
 Every argument of every tool gets wrong types, out-of-bounds values, oversize text and JSON,
 NUL characters (in text and inside JSON), malformed and foreign ids and cursors, both cursors
-at once, unknown roles and broken tool-call rules. Each case asserts the contract's error code
+at once, unknown roles and broken tool-call rules (the table is ``tests/security/inputs.py``).
+Each case asserts the contract's error code
 and that *no row was written*: the user's conversations and messages are counted with SQL
 before and after, and the conversation's counters are unchanged. Unpaired surrogates cannot be
 sent by the SDK client (it cannot encode them), so they are tried at the store layer on both
@@ -12,8 +13,7 @@ backends. SQL-looking text in every field is stored verbatim and read back, neve
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,273 +22,11 @@ from mcp import Client
 
 from mcp_server.server import create_server
 from store import ConversationStore, InvalidArgument, Settings
-from tests.reliability.dbcheck import Db
-from tests.security.leaks import clean
-from tests.support import error_code, error_text
-
-
-@dataclass(frozen=True)
-class Ctx:
-    """What a case may refer to: the acting user's conversation and cursors."""
-
-    conversation_id: str
-    cursor: str
-    foreign_cursor: str
-
-
-Args = Callable[[Ctx], dict[str, Any]]
-
-
-def _nest(depth: int) -> dict[str, Any]:
-    value: dict[str, Any] = {"leaf": 1}
-    for _ in range(depth):
-        value = {"a": value}
-    return value
-
-
-def _msg(**extra: Any) -> Args:
-    """append_message arguments for the user's conversation, with ``extra`` merged in."""
-
-    def build(ctx: Ctx) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "conversation_id": ctx.conversation_id,
-            "role": "user",
-            "content": "hello",
-        }
-        for key, value in extra.items():
-            if value is _MISSING:
-                args.pop(key, None)
-            else:
-                args[key] = value
-        return args
-
-    return build
-
-
-def _page(**extra: Any) -> Args:
-    return lambda ctx: {"conversation_id": ctx.conversation_id, **extra}
-
-
-_MISSING = object()
-TC = [{"id": "call-1", "name": "search"}]
-BAD = "invalid_argument"
-
-#: (id, tool, arguments, expected code)
-CASES: list[tuple[str, str, Args, str]] = [
-    # create_conversation
-    ("create-title-not-string", "create_conversation", lambda c: {"title": 5}, BAD),
-    ("create-title-oversize", "create_conversation", lambda c: {"title": "t" * 201}, BAD),
-    ("create-title-nul", "create_conversation", lambda c: {"title": "a\x00b"}, BAD),
-    ("create-metadata-list", "create_conversation", lambda c: {"metadata": [1]}, BAD),
-    # (A string holding a JSON object is parsed by the SDK first, for clients that send
-    # stringified JSON; text that is not JSON is refused.)
-    ("create-metadata-string", "create_conversation", lambda c: {"metadata": "not json"}, BAD),
-    ("create-metadata-json-list", "create_conversation", lambda c: {"metadata": "[1, 2]"}, BAD),
-    (
-        "create-metadata-oversize",
-        "create_conversation",
-        lambda c: {"metadata": {"k": "v" * 17_000}},
-        BAD,
-    ),
-    (
-        "create-metadata-nul-value",
-        "create_conversation",
-        lambda c: {"metadata": {"k": "\x00"}},
-        BAD,
-    ),
-    ("create-metadata-nul-key", "create_conversation", lambda c: {"metadata": {"\x00k": 1}}, BAD),
-    (
-        "create-metadata-nested-nul",
-        "create_conversation",
-        lambda c: {"metadata": {"a": [{"b": ["ok", "x\x00y"]}]}},
-        BAD,
-    ),
-    ("create-metadata-too-deep", "create_conversation", lambda c: {"metadata": _nest(70)}, BAD),
-    # Undeclared arguments, a `user` above all: nothing a model sends picks the user.
-    ("create-extra-user-argument", "create_conversation", lambda c: {"user": "alice"}, BAD),
-    ("append-extra-user-argument", "append_message", _msg(user="alice"), BAD),
-    ("list-extra-misspelt-cursor", "list_messages", _page(befor_seq=2), BAD),
-    # append_message: the conversation id
-    ("append-id-not-uuid", "append_message", _msg(conversation_id="not-a-uuid"), BAD),
-    ("append-id-empty", "append_message", _msg(conversation_id=""), BAD),
-    ("append-id-integer", "append_message", _msg(conversation_id=42), BAD),
-    ("append-id-nul", "append_message", _msg(conversation_id=f"{uuid.uuid4()}\x00"), BAD),
-    ("append-id-sql", "append_message", _msg(conversation_id="' OR '1'='1"), BAD),
-    ("append-id-missing", "append_message", _msg(conversation_id=_MISSING), BAD),
-    ("append-id-unknown", "append_message", _msg(conversation_id=str(uuid.uuid4())), "not_found"),
-    # append_message: role and content
-    ("append-role-unknown", "append_message", _msg(role="admin"), BAD),
-    ("append-role-empty", "append_message", _msg(role=""), BAD),
-    ("append-role-uppercase", "append_message", _msg(role="USER"), BAD),
-    ("append-role-missing", "append_message", _msg(role=_MISSING), BAD),
-    ("append-content-missing", "append_message", _msg(content=_MISSING), BAD),
-    ("append-content-empty", "append_message", _msg(content=""), BAD),
-    ("append-content-whitespace", "append_message", _msg(content=" \n\t\u3000 "), BAD),
-    ("append-content-oversize", "append_message", _msg(content="x" * 100_001), BAD),
-    ("append-content-nul", "append_message", _msg(content="a\x00b"), BAD),
-    ("append-content-not-string", "append_message", _msg(content=123), BAD),
-    ("append-content-object", "append_message", _msg(content={"text": "hi"}), BAD),
-    (
-        "append-assistant-empty-without-tool-calls",
-        "append_message",
-        _msg(role="assistant", content=""),
-        BAD,
-    ),
-    # append_message: tool-call rules
-    ("append-tool-without-tool-call-id", "append_message", _msg(role="tool"), BAD),
-    ("append-tool-call-id-on-user", "append_message", _msg(tool_call_id="call-1"), BAD),
-    ("append-tool-calls-on-user", "append_message", _msg(tool_calls=TC), BAD),
-    (
-        "append-tool-calls-on-tool",
-        "append_message",
-        _msg(role="tool", tool_call_id="c", tool_calls=TC),
-        BAD,
-    ),
-    (
-        "append-tool-calls-not-list",
-        "append_message",
-        _msg(role="assistant", tool_calls={"id": "a", "name": "b"}),
-        BAD,
-    ),
-    (
-        "append-tool-calls-item-not-object",
-        "append_message",
-        _msg(role="assistant", tool_calls=[1]),
-        BAD,
-    ),
-    (
-        "append-tool-calls-missing-id",
-        "append_message",
-        _msg(role="assistant", tool_calls=[{"name": "search"}]),
-        BAD,
-    ),
-    (
-        "append-tool-calls-empty-name",
-        "append_message",
-        _msg(role="assistant", tool_calls=[{"id": "a", "name": " "}]),
-        BAD,
-    ),
-    (
-        "append-tool-calls-id-not-string",
-        "append_message",
-        _msg(role="assistant", tool_calls=[{"id": 1, "name": "search"}]),
-        BAD,
-    ),
-    (
-        "append-tool-calls-nul-in-arguments",
-        "append_message",
-        _msg(role="assistant", tool_calls=[{**TC[0], "arguments": {"q": "a\x00"}}]),
-        BAD,
-    ),
-    (
-        "append-tool-calls-oversize",
-        "append_message",
-        _msg(role="assistant", tool_calls=[{**TC[0], "arguments": "x" * 70_000}]),
-        BAD,
-    ),
-    (
-        "append-tool-calls-too-deep",
-        "append_message",
-        _msg(role="assistant", tool_calls=[{**TC[0], "arguments": _nest(70)}]),
-        BAD,
-    ),
-    ("append-tool-call-id-nul", "append_message", _msg(role="tool", tool_call_id="c\x00"), BAD),
-    ("append-tool-call-id-blank", "append_message", _msg(role="tool", tool_call_id="  "), BAD),
-    (
-        "append-tool-call-id-oversize",
-        "append_message",
-        _msg(role="tool", tool_call_id="c" * 201),
-        BAD,
-    ),
-    # append_message: metadata and idempotency key
-    ("append-metadata-list", "append_message", _msg(metadata=[1, 2]), BAD),
-    ("append-metadata-oversize", "append_message", _msg(metadata={"k": "v" * 17_000}), BAD),
-    ("append-metadata-nul-key", "append_message", _msg(metadata={"k\x00": "v"}), BAD),
-    ("append-metadata-nul-deep", "append_message", _msg(metadata={"a": {"b": ["\x00"]}}), BAD),
-    ("append-key-empty", "append_message", _msg(idempotency_key=""), BAD),
-    ("append-key-oversize", "append_message", _msg(idempotency_key="k" * 201), BAD),
-    ("append-key-nul", "append_message", _msg(idempotency_key="k\x00"), BAD),
-    ("append-key-not-string", "append_message", _msg(idempotency_key=7), BAD),
-    # list_messages
-    ("list-both-cursors", "list_messages", _page(before_seq=5, after_seq=1), BAD),
-    ("list-limit-zero", "list_messages", _page(limit=0), BAD),
-    ("list-limit-negative", "list_messages", _page(limit=-1), BAD),
-    ("list-limit-201", "list_messages", _page(limit=201), BAD),
-    ("list-limit-huge", "list_messages", _page(limit=10**12), BAD),
-    ("list-limit-fraction", "list_messages", _page(limit=1.5), BAD),
-    ("list-limit-word", "list_messages", _page(limit="ten"), BAD),
-    ("list-before-zero", "list_messages", _page(before_seq=0), BAD),
-    ("list-before-negative", "list_messages", _page(before_seq=-5), BAD),
-    ("list-after-negative", "list_messages", _page(after_seq=-1), BAD),
-    ("list-before-beyond-bigint", "list_messages", _page(before_seq=2**63), BAD),
-    ("list-after-huge", "list_messages", _page(after_seq=10**30), BAD),
-    ("list-id-not-uuid", "list_messages", lambda c: {"conversation_id": "xyz"}, BAD),
-    (
-        "list-id-unknown",
-        "list_messages",
-        lambda c: {"conversation_id": str(uuid.uuid4())},
-        "not_found",
-    ),
-    # list_conversations
-    ("conversations-limit-zero", "list_conversations", lambda c: {"limit": 0}, BAD),
-    ("conversations-limit-101", "list_conversations", lambda c: {"limit": 101}, BAD),
-    ("conversations-limit-negative", "list_conversations", lambda c: {"limit": -3}, BAD),
-    ("conversations-cursor-garbage", "list_conversations", lambda c: {"cursor": "abc"}, BAD),
-    ("conversations-cursor-empty", "list_conversations", lambda c: {"cursor": ""}, BAD),
-    (
-        "conversations-cursor-tampered",
-        "list_conversations",
-        lambda c: {"cursor": c.cursor[:-3] + ("AAA" if c.cursor[-3:] != "AAA" else "BBB")},
-        BAD,
-    ),
-    (
-        "conversations-cursor-truncated",
-        "list_conversations",
-        lambda c: {"cursor": c.cursor[: len(c.cursor) // 2]},
-        BAD,
-    ),
-    (
-        "conversations-cursor-foreign",
-        "list_conversations",
-        lambda c: {"cursor": c.foreign_cursor},
-        BAD,
-    ),
-    (
-        "conversations-cursor-nul",
-        "list_conversations",
-        lambda c: {"cursor": c.cursor + "\x00"},
-        BAD,
-    ),
-    ("conversations-cursor-huge", "list_conversations", lambda c: {"cursor": "A" * 100_000}, BAD),
-    ("conversations-cursor-sql", "list_conversations", lambda c: {"cursor": "1' OR '1'='1"}, BAD),
-    ("conversations-cursor-number", "list_conversations", lambda c: {"cursor": 12345}, BAD),
-    # get_conversation
-    ("get-recent-negative", "get_conversation", _page(recent_messages=-1), BAD),
-    ("get-recent-201", "get_conversation", _page(recent_messages=201), BAD),
-    ("get-recent-huge", "get_conversation", _page(recent_messages=2**70), BAD),
-    ("get-id-not-uuid", "get_conversation", lambda c: {"conversation_id": "123"}, BAD),
-    (
-        "get-id-unknown",
-        "get_conversation",
-        lambda c: {"conversation_id": str(uuid.uuid4())},
-        "not_found",
-    ),
-    # delete_conversation
-    ("delete-id-not-uuid", "delete_conversation", lambda c: {"conversation_id": "nope"}, BAD),
-    ("delete-id-nul", "delete_conversation", lambda c: {"conversation_id": "\x00"}, BAD),
-    (
-        "delete-id-list",
-        "delete_conversation",
-        lambda c: {"conversation_id": [c.conversation_id]},
-        BAD,
-    ),
-    (
-        "delete-id-unknown",
-        "delete_conversation",
-        lambda c: {"conversation_id": str(uuid.uuid4())},
-        "not_found",
-    ),
-]
+from tests.leaks import clean
+from tests.mcp_server.helpers import tool_failure
+from tests.rawdb import RawDB
+from tests.security.inputs import CASES, TC, Args, prepare
+from tests.support import error_text
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -309,23 +47,6 @@ async def matrix_store(matrix_settings: Settings) -> AsyncIterator[ConversationS
         yield store
 
 
-async def _prepare(store: ConversationStore, user: str) -> tuple[Ctx, list[str]]:
-    """The user's conversation (one message) and cursors; returns what must not leak."""
-    conversation = await store.create_conversation(user=user, title="mine")
-    await store.create_conversation(user=user)
-    await store.append_message(
-        user=user, conversation_id=conversation.id, role="user", content="first"
-    )
-    page = await store.list_conversations(user=user, limit=1)
-    other = f"other-{uuid.uuid4().hex[:8]}"
-    other_conversation = await store.create_conversation(user=other, title="other's")
-    await store.create_conversation(user=other)
-    foreign = await store.list_conversations(user=other, limit=1)
-    assert page.next_cursor and foreign.next_cursor
-    ctx = Ctx(str(conversation.id), page.next_cursor, foreign.next_cursor)
-    return ctx, [other, str(other_conversation.id), "other's"]
-
-
 @pytest.mark.parametrize(
     ("tool", "make", "code"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
@@ -333,8 +54,8 @@ async def test_bad_input_is_refused_and_writes_nothing(
     tool: str, make: Args, code: str, matrix_store: ConversationStore, matrix_settings: Settings
 ) -> None:
     user = f"input-{uuid.uuid4().hex[:10]}"
-    ctx, secrets = await _prepare(matrix_store, user)
-    db = await Db.connect(matrix_settings)
+    ctx, secrets = await prepare(matrix_store, user, f"other-{uuid.uuid4().hex[:8]}")
+    db = await RawDB.connect(matrix_settings)
     try:
         rows_before = await db.rows_of(user)
         facts_before = [(f.id, f.message_count, f.last_seq) for f in await db.facts([user])]
@@ -342,8 +63,7 @@ async def test_bad_input_is_refused_and_writes_nothing(
         async with Client(server) as client:
             result = await client.call_tool(tool, make(ctx))
         assert result.is_error, f"accepted: {result.structured_content}"
-        assert error_code(result) == code, error_text(result)
-        clean(error_text(result), foreign=secrets)
+        tool_failure(tool, result, code, foreign=secrets)
         assert await db.rows_of(user) == rows_before, "a refused call wrote a row"
         facts_after = [(f.id, f.message_count, f.last_seq) for f in await db.facts([user])]
         assert sorted(facts_after) == sorted(facts_before)
@@ -387,7 +107,7 @@ async def test_unpaired_surrogates_are_refused_at_the_store(
     operation: str, args: dict[str, Any], store: ConversationStore, settings: Settings, user: str
 ) -> None:
     conversation = await store.create_conversation(user=user)
-    db = await Db.connect(settings)
+    db = await RawDB.connect(settings)
     try:
         before = await db.rows_of(user)
         kwargs: dict[str, Any] = {"user": user, **args}
@@ -433,9 +153,9 @@ async def test_sql_looking_text_is_stored_verbatim(
     text: str, matrix_store: ConversationStore, matrix_settings: Settings
 ) -> None:
     user = f"sql-{uuid.uuid4().hex[:10]}"
-    db = await Db.connect(matrix_settings)
+    db = await RawDB.connect(matrix_settings)
     try:
-        total_before = await db.value("SELECT count(*) FROM messages")
+        total_before = await db.fetchval("SELECT count(*) FROM messages")
         server = create_server(matrix_settings, stdio_user=user, store=matrix_store)
         async with Client(server) as client:
             created = await client.call_tool(
@@ -478,9 +198,9 @@ async def test_sql_looking_text_is_stored_verbatim(
             assert listed.structured_content is not None
             assert [c["title"] for c in listed.structured_content["conversations"]] == [text[:200]]
         # Nothing was executed: every table is still there and only our 3 rows were added.
-        assert await db.value("SELECT count(*) FROM messages") == total_before + 3
+        assert await db.fetchval("SELECT count(*) FROM messages") == total_before + 3
         assert await db.rows_of(user) == (1, 3)
-        assert await db.value("SELECT count(*) FROM users WHERE id = 'mallory'") in (0, 1)
+        assert await db.fetchval("SELECT count(*) FROM users WHERE id = 'mallory'") in (0, 1)
         assert await db.violations([user]) == []
     finally:
         await db.close()

@@ -23,9 +23,9 @@ from mcp_types import CallToolResult
 from mcp_server.server import create_server
 from store import ConversationStore, Settings
 from store._cursor import encode_cursor
-from tests.reliability.dbcheck import Db
+from tests.leaks import clean
+from tests.rawdb import RawDB
 from tests.security.conftest import STDIO_FALLBACK_USER
-from tests.security.leaks import clean
 from tests.support import HttpServer, error_code, error_text, http_client, mint_token
 
 
@@ -258,7 +258,7 @@ async def test_isolation_in_process(settings: Settings, backend: str) -> None:
         bob_server = create_server(settings, stdio_user=bob_user, store=store)
         async with Client(alice_server) as alice, Client(bob_server) as bob:
             tally = await isolation_matrix(alice, bob, alice_user, bob_user)
-    db = await Db.connect(settings)
+    db = await RawDB.connect(settings)
     try:
         assert await db.rows_of(alice_user) == (2, 3)
         assert await db.violations([alice_user, bob_user]) == []
@@ -275,7 +275,7 @@ async def test_isolation_over_http(hs_server: HttpServer, postgres_url: str) -> 
         http_client(hs_server.url, mint_token(bob_user)) as bob,
     ):
         tally = await isolation_matrix(alice, bob, alice_user, bob_user)
-    db = await Db.connect(Settings(database_url=postgres_url))
+    db = await RawDB.connect(Settings(database_url=postgres_url))
     try:
         assert await db.rows_of(alice_user) == (2, 3)
         # HTTP never falls back to the stdio user configured in the server's environment.

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from store import Conflict, ConversationStore, InvalidArgument, NotFound, Settings
-from tests.reliability.dbcheck import Db
-from tests.security.leaks import clean
+from tests.leaks import clean
+from tests.rawdb import RawDB
 
 USERS = 3
 STATS = {"examples": 0, "operations": 0}
@@ -205,7 +205,7 @@ async def _run(store: ConversationStore, operations: list[tuple[Any, ...]]) -> M
 
 
 async def _check_database(settings_: Settings, model: Model) -> None:
-    db = await Db.connect(settings_)
+    db = await RawDB.connect(settings_)
     try:
         assert await db.violations(model.users) == []
         for user in model.users:

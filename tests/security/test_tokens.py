@@ -25,8 +25,8 @@ import httpx2
 import jwt
 import pytest
 
+from tests.leaks import clean
 from tests.security.conftest import STDIO_FALLBACK_USER, RsaKeys
-from tests.security.leaks import clean
 from tests.support import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, HttpServer, mint_token
 
 CALL = {
@@ -246,7 +246,11 @@ def test_bad_token_is_a_bare_401(
     assert 'error="invalid_token"' in challenge
     assert json.loads(response.text) == UNAUTHORIZED_BODY
     clean(response.text, foreign=secrets)
-    clean(challenge, foreign=secrets)
+    # The one address a challenge carries is this server's own metadata URL (RFC 9728), which
+    # the client is meant to fetch; everything else in it is checked.
+    metadata_url = server.url.removesuffix("/mcp") + "/.well-known/oauth-protected-resource/mcp"
+    assert f'resource_metadata="{metadata_url}"' in challenge
+    clean(challenge.replace(metadata_url, "<this server's metadata URL>"), foreign=secrets)
 
 
 @pytest.mark.parametrize("server_kind", ["hs", "rs"])

@@ -8,7 +8,7 @@ import pytest
 
 from store.settings import Settings
 from store.store import ConversationStore
-from tests.store.helpers import RawDB
+from tests.rawdb import RawDB
 
 
 @pytest.fixture

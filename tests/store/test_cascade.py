@@ -12,7 +12,8 @@ import pytest
 
 from store.errors import NotFound
 from store.store import ConversationStore
-from tests.store.helpers import RawDB, conversation_with, snapshot
+from tests.rawdb import RawDB
+from tests.store.helpers import conversation_with, snapshot
 
 
 async def test_raw_delete_of_a_conversation_cascades_to_its_messages(

@@ -15,7 +15,8 @@ from store.errors import NotFound
 from store.schemas import Message
 from store.settings import Settings
 from store.store import ConversationStore
-from tests.store.helpers import RawDB, separate_stores
+from tests.rawdb import RawDB
+from tests.store.helpers import separate_stores
 
 WRITERS = 8
 

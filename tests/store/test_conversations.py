@@ -12,7 +12,8 @@ import pytest
 from store.errors import InvalidArgument, NotFound
 from store.schemas import Conversation, ConversationPage
 from store.store import ConversationStore
-from tests.store.helpers import RawDB, append_many, conversation_with, parse_rfc3339
+from tests.rawdb import RawDB
+from tests.store.helpers import append_many, conversation_with, parse_rfc3339
 
 
 async def _all_pages(store: ConversationStore, user: str, limit: int) -> list[ConversationPage]:

@@ -11,7 +11,8 @@ from store.errors import Conflict
 from store.schemas import Message
 from store.settings import Settings
 from store.store import ConversationStore
-from tests.store.helpers import RawDB, separate_stores, snapshot
+from tests.rawdb import RawDB
+from tests.store.helpers import separate_stores, snapshot
 
 CALL: dict[str, Any] = {"id": "call_1", "name": "search", "arguments": {"q": "x", "n": 2}}
 

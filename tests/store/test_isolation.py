@@ -9,7 +9,8 @@ import pytest
 
 from store.errors import NotFound
 from store.store import ConversationStore
-from tests.store.helpers import RawDB, conversation_with, snapshot
+from tests.rawdb import RawDB
+from tests.store.helpers import conversation_with, snapshot
 
 Call = Callable[[ConversationStore, str, uuid.UUID], Awaitable[object]]
 

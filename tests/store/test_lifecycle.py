@@ -6,7 +6,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from store import migrate
@@ -14,20 +13,8 @@ from store.errors import SchemaBehind, StoreError, Unavailable
 from store.settings import Settings
 from store.store import ConversationStore
 from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.store.helpers import sqlite_path
-
-#: What must never reach a caller in an error's text.
-DRIVER_WORDS = (
-    "Errno",
-    "Connect call failed",
-    "ConnectionRefused",
-    "asyncpg",
-    "aiosqlite",
-    "sqlite3",
-    "Traceback",
-    "OSError",
-    "Multiple exceptions",
-)
+from tests.leaks import clean
+from tests.rawdb import RawDB
 
 
 async def test_migrations_are_in_sync_with_the_models() -> None:
@@ -53,7 +40,7 @@ async def test_a_fresh_sqlite_file_migrates_itself_on_open(tmp_path: Path) -> No
         await store.append_message(
             user="u", conversation_id=conversation.id, role="user", content="hi"
         )
-    assert sqlite_path(settings) == str(path)
+    assert settings.sqlite_path == str(path)
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         versions = [row[0] for row in conn.execute("SELECT version FROM aerich")]
@@ -95,12 +82,12 @@ async def test_postgres_behind_head_refuses_to_open(postgres_url: str) -> None:
             await store.create_conversation(user="u")
 
         # One applied migration "forgotten": behind again, and the error names it.
-        conn = await asyncpg.connect(url, timeout=5)
+        raw = await RawDB.connect(settings)
         try:
             newest = migrate.shipped_versions("postgres")[-1]
-            await conn.execute("DELETE FROM aerich WHERE version = $1", newest)
+            await raw.execute("DELETE FROM aerich WHERE version = $1", newest)
         finally:
-            await conn.close()
+            await raw.close()
         with pytest.raises(SchemaBehind, match="chatstore migrate") as info:
             await ConversationStore(settings).open()
         assert newest in str(info.value)
@@ -131,8 +118,8 @@ async def test_an_unreachable_database_is_unavailable_quickly(backend: str, tmp_
     assert text.startswith("unavailable: ")
     assert not isinstance(info.value, SchemaBehind)
     assert secret not in text
-    for word in DRIVER_WORDS:
-        assert word not in text, text
+    # For the operator who configured the database: it may say where the database is.
+    clean(text, audience="operator")
     # A store that failed to open refuses work with the same error type, not a crash.
     with pytest.raises(Unavailable):
         await store.list_conversations(user="u")

@@ -11,7 +11,8 @@ import pytest
 
 from store.errors import InvalidArgument
 from store.store import ConversationStore
-from tests.store.helpers import RawDB, parse_rfc3339, snapshot
+from tests.rawdb import RawDB
+from tests.store.helpers import parse_rfc3339, snapshot
 
 CALL: dict[str, Any] = {"id": "call_1", "name": "get_weather"}
 

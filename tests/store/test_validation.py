@@ -14,7 +14,8 @@ import pytest
 from store.errors import InvalidArgument
 from store.settings import Settings
 from store.store import ConversationStore
-from tests.store.helpers import BAD_TEXTS, RawDB, compact_json_size, snapshot
+from tests.rawdb import RawDB
+from tests.store.helpers import BAD_TEXTS, compact_json_size, snapshot
 
 CALL: dict[str, Any] = {"id": "call_1", "name": "lookup"}
 
