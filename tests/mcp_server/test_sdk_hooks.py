@@ -1,0 +1,96 @@
+"""The two places ``mcp_server/_sdk.py`` reaches past the MCP SDK's public surface.
+
+Each test fails naming that module when an SDK upgrade changes what the hook relies on; the
+stdio and in-process suites then show what broke end to end.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mcp import Client
+from mcp.server.mcpserver import MCPServer
+
+from mcp_server._sdk import build_tools, run_on_streams, tool_result
+from mcp_server.server import create_server
+from store import Message, MessagePage, Settings
+from store.contract import DEFAULT_LIMITS
+from tests.mcp_server.helpers import run_command
+from tests.support import CHATSTORE, structured
+
+HOOK = "mcp_server/_sdk.py relies on the SDK's"
+
+
+def _page() -> MessagePage:
+    messages = [
+        Message(
+            id=uuid.uuid4(),
+            conversation_id=uuid.uuid4(),
+            seq=seq,
+            role="assistant" if seq % 2 else "user",
+            content=f'message {seq} — with ünïcode and "quotes"',
+            tool_calls=[{"id": "c1", "name": "search", "arguments": {"q": 1.5}}]
+            if seq % 2
+            else None,
+            tool_call_id=None,
+            metadata={"n": seq, "nested": {"ok": True}},
+            created_at=datetime(2026, 12, 1, 9, 0, seq, 1, tzinfo=UTC),
+        )
+        for seq in range(1, 6)
+    ]
+    return MessagePage(messages=messages, has_more=True)
+
+
+def test_the_one_pass_result_is_the_sdks_own_conversion() -> None:
+    (tool,) = [t for t in build_tools(DEFAULT_LIMITS) if t.name == "list_messages"]
+    metadata = getattr(tool, "fn_metadata", None)
+    assert metadata is not None and hasattr(metadata, "convert_result"), (
+        f"{HOOK} Tool.fn_metadata.convert_result"
+    )
+    assert getattr(metadata, "output_model", None) is MessagePage, (
+        f"{HOOK} Tool.fn_metadata.output_model being the tool's return type"
+    )
+    page = _page()
+    ours, sdks = tool_result(page), metadata.convert_result(page)
+    assert ours.structured_content == sdks.structured_content, f"{HOOK} result shape"
+    assert [c.model_dump() for c in ours.content] == [c.model_dump() for c in sdks.content], (
+        f"{HOOK} result text (2-space indented JSON of the structured content)"
+    )
+
+
+def test_a_server_can_run_on_given_streams() -> None:
+    lowlevel = getattr(MCPServer(name="probe"), "_lowlevel_server", None)
+    assert lowlevel is not None, f"{HOOK} MCPServer._lowlevel_server"
+    assert inspect.iscoroutinefunction(lowlevel.run), f"{HOOK} lowlevel Server.run"
+    parameters = list(inspect.signature(lowlevel.run).parameters)
+    assert parameters[:3] == ["read_stream", "write_stream", "initialization_options"], (
+        f"{HOOK} lowlevel Server.run(read_stream, write_stream, initialization_options)"
+    )
+    assert callable(lowlevel.create_initialization_options), (
+        f"{HOOK} lowlevel Server.create_initialization_options"
+    )
+    assert inspect.iscoroutinefunction(run_on_streams)
+
+
+async def test_tools_called_in_process_answer_through_the_hooks(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite://{tmp_path / 'hooks.sqlite3'}", data_dir=tmp_path)
+    async with Client(create_server(settings, stdio_user="hooks")) as client:
+        created = structured(await client.call_tool("create_conversation", {"title": "t"}))
+        page = structured(
+            await client.call_tool("list_messages", {"conversation_id": created["id"]})
+        )
+    assert page == {"messages": [], "has_more": False}
+
+
+async def test_python_m_mcp_server_help_prints_help(tmp_path: Path) -> None:
+    finished = await run_command(
+        [CHATSTORE[0], "-m", "mcp_server", "--help"],
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        seconds=30,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "usage:" in finished.stdout and "--http" in finished.stdout
