@@ -34,11 +34,9 @@ _CONVERSATION_COLUMNS = "id, title, metadata, created_at, updated_at, message_co
 APPEND_SQL = """
 WITH c AS (
     UPDATE conversations
-    SET last_seq = last_seq + 1,
-        message_count = message_count + 1,
+    SET last_seq = last_seq + 1, message_count = message_count + 1,
         updated_at = GREATEST(updated_at, clock_timestamp())
-    WHERE id = $1 AND user_id = $2
-    RETURNING id, user_id, last_seq, updated_at
+    WHERE id = $1 AND user_id = $2 RETURNING id, user_id, last_seq, updated_at
 )
 INSERT INTO messages (id, conversation_id, user_id, seq, role, content, metadata, created_at)
 SELECT $3, c.id, c.user_id, c.last_seq, $4, $5, '{}'::jsonb, c.updated_at FROM c

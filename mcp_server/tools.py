@@ -15,15 +15,7 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from mcp_server.context import ChatContext, store_of, user_of
-from store import (
-    Conversation,
-    ConversationPage,
-    ConversationWithMessages,
-    DeletedConversation,
-    Message,
-    MessagePage,
-    Role,
-)
+from store import schemas
 from store.contract import (
     DEFAULT_CONVERSATION_PAGE,
     DEFAULT_MESSAGE_PAGE,
@@ -31,6 +23,7 @@ from store.contract import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_MESSAGE_PAGE,
     MAX_RECENT_MESSAGES,
+    Role,
 )
 
 __all__ = ["TOOLS", "ToolSpec"]
@@ -138,7 +131,7 @@ AfterSeq = Annotated[
 
 async def create_conversation(
     ctx: ChatContext, title: Title = None, metadata: Metadata = None
-) -> Conversation:
+) -> schemas.Conversation:
     """Start a new, empty conversation for the current user and return it.
 
     Use its `id` with append_message to record messages as they happen."""
@@ -149,7 +142,7 @@ async def create_conversation(
 
 async def list_conversations(
     ctx: ChatContext, limit: ConversationLimit = DEFAULT_CONVERSATION_PAGE, cursor: Cursor = None
-) -> ConversationPage:
+) -> schemas.ConversationPage:
     """List the current user's conversations, most recently updated first.
 
     Returns a page and `next_cursor`; pass it back as `cursor` for the next page
@@ -159,7 +152,7 @@ async def list_conversations(
 
 async def get_conversation(
     ctx: ChatContext, conversation_id: ConversationId, recent_messages: RecentMessages = 0
-) -> ConversationWithMessages:
+) -> schemas.ConversationWithMessages:
     """Get one conversation (title, metadata, message_count, last_seq) and optionally
     its latest messages in chronological order."""
     return await store_of(ctx).get_conversation(
@@ -176,7 +169,7 @@ async def append_message(
     tool_call_id: ToolCallId = None,
     metadata: Metadata = None,
     idempotency_key: IdempotencyKey = None,
-) -> Message:
+) -> schemas.Message:
     """Append a message to a conversation and return it with its `seq` (its 1-based
     position). Record every turn, including tool calls and tool results."""
     return await store_of(ctx).append_message(
@@ -197,7 +190,7 @@ async def list_messages(
     limit: MessageLimit = DEFAULT_MESSAGE_PAGE,
     before_seq: BeforeSeq = None,
     after_seq: AfterSeq = None,
-) -> MessagePage:
+) -> schemas.MessagePage:
     """Read a conversation's messages in chronological order (ascending seq).
 
     With no cursor: the latest `limit`. With before_seq: older ones; with after_seq:
@@ -213,7 +206,7 @@ async def list_messages(
 
 async def delete_conversation(
     ctx: ChatContext, conversation_id: ConversationId
-) -> DeletedConversation:
+) -> schemas.DeletedConversation:
     """Permanently delete a conversation and all of its messages."""
     return await store_of(ctx).delete_conversation(
         user=user_of(ctx), conversation_id=conversation_id
