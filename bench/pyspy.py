@@ -59,10 +59,10 @@ async def record(pid: int, seconds: float, path: Path, *, rate: int = 250) -> Pa
 #: patterns occurs in one of its frames ("function (file)", line numbers removed).
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("idle (waiting for work)", ("select (selectors.py)", "wait (threading.py)")),
-    ("store: ConversationStore + asyncpg", ("ConversationStore.",)),
+    ("store: ConversationStore + asyncpg", ("ConversationStore.", "(store/", "(asyncpg/")),
     (
         "tool result conversion (model dump, JSON text content)",
-        ("convert_result (", "_convert_to_content (", "_call_tool_result ("),
+        ("convert_result (", "_convert_to_content (", "tool_result ("),
     ),
     ("JWT verification", ("verify_token (",)),
     (

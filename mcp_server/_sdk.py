@@ -17,6 +17,10 @@ what it relies on:
   (``run_on_streams``), which the stdio transport of ``mcp_server._stdio`` needs: the SDK's
   stdio streams block a shutdown until the client sends another line, and their worker threads
   cost W6's stdio ``append_message`` round trip 25-30 % (3.06-3.29x → 3.96-4.21x).
+
+One public but provisional SDK interface is used elsewhere: server middleware, through which
+``mcp_server.resources.ConversationList`` answers ``resources/list`` per user (the SDK lists
+static resources only); ``tests/mcp_server/test_resources_prompts.py`` covers it.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class ContractTool(Tool):
             )
         try:
             result = await super().run(arguments, context, convert_result=False)
-        except (ToolError, UnexpectedToolError) as exc:
+        except ToolError as exc:  # UnexpectedToolError included
             cause = exc.__cause__
             if isinstance(cause, StoreError):
                 raise ToolError(f"Error executing tool {self.name}: {cause}") from cause

@@ -14,11 +14,12 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import AssistantMessage, MCPServer, UserMessage
 from mcp.server.mcpserver.prompts.base import Message as PromptMessage
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, Resource
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from mcp_server._sdk import protocol_errors
 from mcp_server.context import AppContext, ChatContext, acting_user, store_of, user_of
 from store import ConversationWithMessages
+from store.contract import MAX_RECENT_MESSAGES
 from store.schemas import rfc3339
 
 __all__ = [
@@ -33,7 +34,7 @@ RESOURCE_TEMPLATE = RESOURCE_PREFIX + "{conversation_id}"
 #: resources/list shows this many of the user's most recently updated conversations.
 RESOURCE_LIST_SIZE = 50
 #: A transcript (resource) or resume prompt carries at most this many latest messages.
-TRANSCRIPT_MESSAGES = 200
+TRANSCRIPT_MESSAGES = MAX_RECENT_MESSAGES
 RESUME_MESSAGES = 50
 #: MCP's code for a resource that does not exist.
 RESOURCE_NOT_FOUND = -32002
@@ -54,8 +55,12 @@ class ConversationList:
         self, ctx: ServerRequestContext[AppContext, Any], call_next: CallNext
     ) -> HandlerResult:
         result = await call_next(ctx)
-        if ctx.method != "resources/list" or not isinstance(result, dict):
+        if ctx.method != "resources/list":
             return result
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if not isinstance(result, dict):
+            raise TypeError(f"resources/list answered {type(result).__name__}, not a result")
         app = ctx.lifespan_context
         with protocol_errors(INTERNAL_ERROR):
             page = await app.store.list_conversations(

@@ -6,7 +6,8 @@
     ├── Conflict               ``conflict``: an idempotency key reused for a different message
     └── Unavailable            ``unavailable``: the database cannot be reached right now;
         │                      nothing was half-written and retrying is safe
-        └── SchemaBehind       the database is not migrated to head (an operator must act)
+        ├── SchemaBehind       the database is not migrated to head (an operator must act)
+        └── NotOpen            the store was not opened, or has been closed
 
 Messages are written for the caller: they never carry SQL, driver text, paths or another
 user's data. Driver exceptions are translated once, by the guard every call runs under
@@ -21,6 +22,7 @@ __all__ = [
     "Conflict",
     "InvalidArgument",
     "NotFound",
+    "NotOpen",
     "SchemaBehind",
     "StoreError",
     "Unavailable",
@@ -56,3 +58,8 @@ class Unavailable(StoreError):
 
 class SchemaBehind(Unavailable):
     pass
+
+
+class NotOpen(Unavailable):
+    def __init__(self, message: str = "the store is not open") -> None:
+        super().__init__(message)

@@ -19,10 +19,7 @@ from typing import Any, Literal
 
 import migrations as _migrations_pkg
 from store.errors import SchemaBehind
-from store.settings import Settings
-
-#: The Tortoise app label the models live in; aerich keys its history on it.
-APP_LABEL = "models"
+from store.settings import APP_LABEL, Settings
 
 Dialect = Literal["postgres", "sqlite"]
 DIALECTS: tuple[Dialect, ...] = ("postgres", "sqlite")

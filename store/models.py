@@ -13,11 +13,13 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
+from store.contract import MAX_IDEMPOTENCY_KEY_CHARS, MAX_USER_CHARS
+
 
 class User(Model):
     """One authenticated subject: a JWT ``sub`` or a stdio user name, stored verbatim."""
 
-    id = fields.CharField(primary_key=True, max_length=255)
+    id = fields.CharField(primary_key=True, max_length=MAX_USER_CHARS)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -57,7 +59,7 @@ class Message(Model):
     tool_calls: fields.JSONField[list[dict[str, Any]] | None] = fields.JSONField(null=True)
     tool_call_id = fields.TextField(null=True)
     metadata: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
-    idempotency_key = fields.CharField(max_length=200, null=True)
+    idempotency_key = fields.CharField(max_length=MAX_IDEMPOTENCY_KEY_CHARS, null=True)
     created_at = fields.DatetimeField()
 
     class Meta:

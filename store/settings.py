@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from store.contract import DEFAULT_LIMITS, Limits
 
+#: The Tortoise app label the models live in; aerich keys its history on it.
+APP_LABEL = "models"
+
 
 def default_data_dir() -> Path:
     """Where the embedded SQLite database lives when no URL is configured (XDG data dir)."""

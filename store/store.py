@@ -14,8 +14,9 @@ Ordering guarantees:
   stores the row and updates the conversation's ``updated_at``/``message_count``/``last_seq``,
   so sequences are gapless under any number of concurrent appenders.
 
-The SQL lives in ``store/backends/`` (one module per database); driver errors become store
-errors in ``store/_guard.py`` and nowhere else.
+The SQL lives in ``store/backends/`` (one module per database). Whether the database is
+answering is decided in one place, ``store/_guard.py``: there a driver error becomes
+``Unavailable``, with the one retry.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-from store import migrate
 from store._cursor import decode_cursor, encode_cursor
 from store._guard import Guard
 from store._pydantic import trusted
 from store.backends import Backend, Duplicate, Window, backend_class
-from store.errors import Conflict, NotFound, Unavailable
+from store.contract import DEFAULT_CONVERSATION_PAGE, DEFAULT_MESSAGE_PAGE
+from store.errors import Conflict, NotFound, NotOpen
 from store.schemas import (
     Conversation,
     ConversationPage,
@@ -88,6 +89,8 @@ class ConversationStore:
         PostgreSQL database behind head is refused with ``SchemaBehind``, which names the
         command to run: migrations there are an operator's decision.
         """
+        from store import migrate  # imported here: see store.backends.sqlite.open
+
         if self._open:
             return
         try:
@@ -116,7 +119,7 @@ class ConversationStore:
 
     def _db(self) -> Backend:
         if not self._open:
-            raise Unavailable("the store is not open")
+            raise NotOpen
         return self._backend
 
     # -- conversations -------------------------------------------------------------------
@@ -151,7 +154,7 @@ class ConversationStore:
         return found
 
     async def list_conversations(
-        self, *, user: str, limit: int = 20, cursor: str | None = None
+        self, *, user: str, limit: int = DEFAULT_CONVERSATION_PAGE, cursor: str | None = None
     ) -> ConversationPage:
         """The user's conversations, most recently updated first, ``limit`` per page."""
         user = check_user(user)
@@ -289,7 +292,7 @@ class ConversationStore:
         *,
         user: str,
         conversation_id: str | uuid.UUID,
-        limit: int = 50,
+        limit: int = DEFAULT_MESSAGE_PAGE,
         before_seq: int | None = None,
         after_seq: int | None = None,
     ) -> MessagePage:

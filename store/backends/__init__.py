@@ -9,12 +9,9 @@ from store.settings import Settings
 
 __all__ = ["Backend", "Duplicate", "Position", "Window", "backend_class"]
 
-_BACKENDS: dict[str, type[PostgresBackend] | type[SqliteBackend]] = {
-    "postgres": PostgresBackend,
-    "sqlite": SqliteBackend,
-}
+_BACKENDS: dict[str, type[Backend]] = {"postgres": PostgresBackend, "sqlite": SqliteBackend}
 
 
-def backend_class(settings: Settings) -> type[PostgresBackend] | type[SqliteBackend]:
+def backend_class(settings: Settings) -> type[Backend]:
     """The backend for ``settings``' database URL."""
     return _BACKENDS[settings.dialect]

@@ -4,7 +4,8 @@
 (``store._guard``), which bounds the call's time, translates what ``is_unavailable`` recognises
 into ``Unavailable`` and retries once after ``recover``. A backend holds all of its dialect's
 SQL (in its own placeholder style), its transactions and its connection handling; it returns
-the output models of ``store.schemas`` and never a driver row.
+the output models of ``store.schemas`` and never a driver row. What its statements find it
+says in the store's terms: no such row is None, a unique key taken is ``Duplicate``.
 
 Every method takes the acting user and every statement filters on it: a conversation of
 another user is not found, exactly like one that does not exist. Sequence numbers are assigned
@@ -44,6 +45,8 @@ class Duplicate(Exception):
 
 
 class Backend(Protocol):
+    def __init__(self, settings: Settings) -> None: ...
+
     @property
     def name(self) -> Literal["postgres", "sqlite"]: ...
 

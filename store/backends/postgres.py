@@ -22,7 +22,6 @@ from uuid import UUID
 
 import asyncpg
 
-from store import migrate
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
@@ -31,9 +30,9 @@ from store._rows import (
     stored_message,
 )
 from store.backends.base import Duplicate, Position, Window
-from store.errors import Unavailable
+from store.errors import NotOpen, Unavailable
 from store.schemas import Conversation, Message, NewMessage, dump_json
-from store.settings import Settings, database_credentials
+from store.settings import APP_LABEL, Settings, database_credentials
 
 __all__ = ["IdleConnections", "PostgresBackend"]
 
@@ -54,6 +53,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # anything. Seen under load in tests/reliability; a fresh connection works.
     asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
+    # The database does not exist (yet, or any more): an operator's matter, not a bug.
+    asyncpg.InvalidCatalogNameError,
     asyncpg.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InsufficientResourcesError,
@@ -132,18 +133,22 @@ _MESSAGE_BY_KEY = (
 )
 
 
+#: Seconds ``close()`` waits for calls in flight before terminating their connections.
+_CLOSE_GRACE = 10
+
+
 def _pool_options(settings: Settings) -> dict[str, Any]:
     """asyncpg pool arguments: the URL's (as Tortoise reads it, so the store and aerich agree
     on what a URL means) over the settings' pool bounds and timeouts."""
     options = database_credentials(settings.resolved_database_url)
     server_settings = {"application_name": "chatstore", **options.pop("server_settings", {})}
-    # Tortoise's spellings of three options.
+    # Tortoise's own spellings: schema, application_name, minsize and maxsize (as text).
     if "schema" in options:
         server_settings["search_path"] = options.pop("schema")
     if "application_name" in options:
         server_settings["application_name"] = options.pop("application_name")
-    options.setdefault("min_size", options.pop("minsize", settings.db_pool_min))
-    options.setdefault("max_size", options.pop("maxsize", settings.db_pool_max))
+    options.setdefault("min_size", int(options.pop("minsize", settings.db_pool_min)))
+    options.setdefault("max_size", int(options.pop("maxsize", settings.db_pool_max)))
     options.setdefault("timeout", settings.db_connect_timeout)
     # No command_timeout: every store call already runs under one deadline
     # (CHATSTORE_DB_TIMEOUT, pool wait included), and a second timer per query measured ~10 µs
@@ -171,6 +176,7 @@ class IdleConnections:
         self._out = 0  # checked out of the pool: parked or in use
         self._idle: list[Any] = []
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._closing = False
 
     def _hand(self, conn: Any) -> None:
         """Give a connection (or, with None, a free slot) to the first live waiter."""
@@ -218,12 +224,17 @@ class IdleConnections:
         clean = False
         try:
             yield conn
-            clean = not conn.is_closed() and not conn.is_in_transaction()
+            clean = not (self._closing or conn.is_closed() or conn.is_in_transaction())
         finally:
             if clean:
                 self._hand(conn)
             else:
                 await self._discard(conn)
+
+    async def close(self) -> None:
+        """Park nothing from now on, and return what is parked: the pool can then close."""
+        self._closing = True
+        await self.drain()
 
     async def drain(self) -> None:
         """Return every parked connection to the pool (before expiring or closing it)."""
@@ -266,9 +277,14 @@ class PostgresBackend:
     async def close(self) -> None:
         idle, pool, self._idle, self._pool = self._idle, self._pool, None, None
         if idle is not None:
-            await idle.drain()
+            await idle.close()
         if pool is not None:
-            await pool.close()
+            # Calls still running hold their connections; after a grace period they are cut
+            # off (their transactions roll back), so closing never hangs.
+            try:
+                await asyncio.wait_for(pool.close(), _CLOSE_GRACE)
+            except TimeoutError:
+                pool.terminate()
 
     def where(self) -> str:
         credentials = database_credentials(self._settings.resolved_database_url)
@@ -290,7 +306,7 @@ class PostgresBackend:
 
     async def applied_migrations(self) -> set[str]:
         try:
-            rows = await self._fetch("SELECT version FROM aerich WHERE app = $1", migrate.APP_LABEL)
+            rows = await self._fetch("SELECT version FROM aerich WHERE app = $1", APP_LABEL)
         except asyncpg.UndefinedTableError:
             return set()  # no aerich table: nothing was ever migrated
         return {str(row[0]) for row in rows}
@@ -299,7 +315,7 @@ class PostgresBackend:
 
     def _connections(self) -> IdleConnections:
         if self._idle is None:
-            raise Unavailable("the store is not open")
+            raise NotOpen
         return self._idle
 
     async def _fetch(self, sql: str, *args: Any) -> Sequence[Any]:

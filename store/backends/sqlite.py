@@ -22,7 +22,6 @@ from uuid import UUID
 
 import aiosqlite
 
-from store import migrate
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
@@ -31,19 +30,15 @@ from store._rows import (
     stored_message,
 )
 from store.backends.base import Duplicate, Position, Window
-from store.errors import Unavailable
+from store.errors import NotOpen
 from store.schemas import Conversation, Message, NewMessage, dump_json
-from store.settings import Settings, database_credentials
+from store.settings import APP_LABEL, Settings, database_credentials
 
 __all__ = ["SqliteBackend"]
 
 log = logging.getLogger("chatstore.store")
 
 T = TypeVar("T")
-
-#: What Tortoise sets on its SQLite connections (aerich migrates through those); the URL's
-#: query parameters are further pragmas, as for Tortoise.
-_PRAGMAS = {"journal_mode": "WAL", "journal_size_limit": 16384, "foreign_keys": "ON"}
 
 
 _CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1 AND user_id = ?2"
@@ -52,6 +47,27 @@ _DELETE_CONVERSATION = (
 )
 _CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE id = ?1 AND user_id = ?2"
 _MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND user_id = ?2"
+_CONVERSATIONS = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ?1 "
+_CONVERSATIONS_FIRST = _CONVERSATIONS + "ORDER BY updated_at DESC, id DESC LIMIT ?2"
+_CONVERSATIONS_AFTER = (
+    _CONVERSATIONS + "AND (updated_at, id) < (?2, ?3) ORDER BY updated_at DESC, id DESC LIMIT ?4"
+)
+_APPEND_COUNTERS = (
+    "UPDATE conversations SET last_seq = last_seq + 1, message_count = message_count + 1, "
+    "updated_at = MAX(updated_at, ?1) WHERE id = ?2 AND user_id = ?3 "
+    "RETURNING last_seq, updated_at"
+)
+_APPEND_MESSAGE = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+)
+_PAGE = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND EXISTS "
+    "(SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2) "
+)
+_LATEST = _PAGE + "ORDER BY seq DESC LIMIT ?3"
+_BEFORE = _PAGE + "AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+_AFTER = _PAGE + "AND seq > ?3 ORDER BY seq ASC LIMIT ?4"
 _MESSAGE_BY_KEY = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages "
     "WHERE conversation_id = ?1 AND idempotency_key = ?2 AND user_id = ?3"
@@ -140,6 +156,10 @@ class SqliteBackend:
         return {"engine": "tortoise.backends.sqlite", "credentials": credentials}
 
     async def open(self) -> None:
+        # Imported here: ``python -m store.migrate`` runs that module as __main__, and the
+        # package must not have imported it first.
+        from store import migrate
+
         try:
             applied = await migrate.upgrade(self._settings)
         except Exception:
@@ -149,9 +169,12 @@ class SqliteBackend:
             applied = await migrate.upgrade(self._settings)
         if applied:
             log.info("migrated the SQLite database: applied %s", ", ".join(applied))
-        credentials = database_credentials(self._settings.resolved_database_url)
-        path = credentials.pop("file_path")
-        pragmas = {**_PRAGMAS, "busy_timeout": _busy_timeout(self._settings), **credentials}
+        # The pragmas Tortoise sets on the connections aerich migrates through: the URL's
+        # query parameters, over its defaults (WAL journal, journal_size_limit), plus
+        # foreign keys on (the ON DELETE CASCADE in the DDL needs them) and the busy timeout.
+        pragmas = database_credentials(self._settings.resolved_database_url)
+        path = pragmas.pop("file_path")
+        pragmas = {"foreign_keys": "ON", "busy_timeout": _busy_timeout(self._settings), **pragmas}
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             for pragma, value in pragmas.items():
@@ -162,7 +185,10 @@ class SqliteBackend:
         self._conn = conn
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
+        # Under the lock: the statement or transaction running now finishes first, and every
+        # call still waiting for the connection then finds the store closed.
+        async with self._lock:
+            conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
 
@@ -182,7 +208,7 @@ class SqliteBackend:
 
     async def applied_migrations(self) -> set[str]:
         try:
-            rows = await self._fetch("SELECT version FROM aerich WHERE app = ?1", migrate.APP_LABEL)
+            rows = await self._fetch("SELECT version FROM aerich WHERE app = ?1", APP_LABEL)
         except sqlite3.OperationalError as exc:
             if "no such table" not in str(exc):
                 raise
@@ -193,24 +219,23 @@ class SqliteBackend:
 
     def _connection(self) -> aiosqlite.Connection:
         if self._conn is None:
-            raise Unavailable("the store is not open")
+            raise NotOpen
         return self._conn
 
     async def _fetch(self, sql: str, *params: Any) -> list[Any]:
-        conn = self._connection()
         async with self._lock:
-            return await _rows(conn, sql, params)
+            return await _rows(self._connection(), sql, params)
 
     async def _one(self, sql: str, *params: Any) -> Any:
         rows = await self._fetch(sql, *params)
         return rows[0] if rows else None
 
     async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        conn = self._connection()
         abandoned = False
 
         async def run() -> T:
             async with self._lock:
+                conn = self._connection()
                 if abandoned:
                     raise asyncio.CancelledError
                 await _exec(conn, "BEGIN IMMEDIATE")
@@ -269,14 +294,11 @@ class SqliteBackend:
     async def list_conversations(
         self, *, user: str, limit: int, after: Position | None
     ) -> list[Conversation]:
-        select = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ?1 "
-        order = "ORDER BY updated_at DESC, id DESC LIMIT "
         if after is None:
-            rows = await self._fetch(select + order + "?2", user, limit)
+            rows = await self._fetch(_CONVERSATIONS_FIRST, user, limit)
         else:
-            keyset = "AND (updated_at, id) < (?2, ?3) "
             rows = await self._fetch(
-                select + keyset + order + "?4", user, _ts(after[0]), str(after[1]), limit
+                _CONVERSATIONS_AFTER, user, _ts(after[0]), str(after[1]), limit
             )
         return [_conversation(row) for row in rows]
 
@@ -303,25 +325,19 @@ class SqliteBackend:
     async def append_message(
         self, *, user: str, conversation_id: UUID, message_id: UUID, message: NewMessage
     ) -> Message | None:
-        now = _ts(datetime.now(UTC))
         tool_calls = None if message.tool_calls is None else dump_json(message.tool_calls)
 
         async def work(conn: aiosqlite.Connection) -> list[Any]:
             # BEGIN IMMEDIATE holds the write lock from here to COMMIT: appenders (in this
-            # and other processes) are serialised, so last_seq + 1 is never handed out twice.
-            updated = await _rows(
-                conn,
-                "UPDATE conversations SET last_seq = last_seq + 1, "
-                "message_count = message_count + 1, updated_at = MAX(updated_at, ?1) "
-                "WHERE id = ?2 AND user_id = ?3 RETURNING last_seq, updated_at",
-                (now, str(conversation_id), user),
-            )
+            # and other processes) are serialised, so last_seq + 1 is never handed out twice,
+            # and the clock is read under the lock, so updated_at follows commit order.
+            now = _ts(datetime.now(UTC))
+            updated = await _rows(conn, _APPEND_COUNTERS, (now, str(conversation_id), user))
             if updated:
                 seq, created_at = updated[0]
                 await _exec(
                     conn,
-                    f"INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key) "
-                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    _APPEND_MESSAGE,
                     (
                         str(message_id),
                         str(conversation_id),
@@ -358,19 +374,13 @@ class SqliteBackend:
     async def message_page(
         self, *, user: str, conversation_id: UUID, window: Window
     ) -> list[Message]:
-        select = (
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND EXISTS "
-            "(SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2) "
-        )
         cid, count = str(conversation_id), window.count
         if window.after_seq is not None:
-            after = select + "AND seq > ?3 ORDER BY seq ASC LIMIT ?4"
-            rows = await self._fetch(after, cid, user, window.after_seq, count)
+            rows = await self._fetch(_AFTER, cid, user, window.after_seq, count)
         elif window.before_seq is not None:
-            before = select + "AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
-            rows = await self._fetch(before, cid, user, window.before_seq, count)
+            rows = await self._fetch(_BEFORE, cid, user, window.before_seq, count)
         else:
-            rows = await self._fetch(select + "ORDER BY seq DESC LIMIT ?3", cid, user, count)
+            rows = await self._fetch(_LATEST, cid, user, count)
         return [_message(row) for row in rows]
 
     async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool:

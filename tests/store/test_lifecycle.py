@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from store import migrate
 from store.errors import SchemaBehind, StoreError, Unavailable
+from store.schemas import MessagePage
 from store.settings import Settings
 from store.store import ConversationStore
 from tests.conftest import create_postgres_database, drop_postgres_database
@@ -133,3 +136,42 @@ async def test_a_store_that_is_not_open_is_unavailable(settings: Settings) -> No
         await store.list_conversations(user="u")
     with pytest.raises(StoreError):
         await store.list_conversations(user="u")
+
+
+async def test_a_database_that_does_not_exist_is_unavailable(postgres_url: str) -> None:
+    missing = postgres_url.rsplit("/", 1)[0] + f"/chatstore_missing_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(Unavailable, match="cannot reach the database") as info:
+        await ConversationStore(Settings(database_url=missing)).open()
+    clean(str(info.value), audience="operator")
+
+
+async def test_closing_with_calls_in_flight_finishes(
+    store: ConversationStore, settings: Settings, user: str
+) -> None:
+    """Calls still running when the store closes end (with their answer or `unavailable`), and
+    closing does not wait for connections that those calls would otherwise park."""
+    conversation = await store.create_conversation(user=user)
+    for n in range(5):
+        await store.append_message(
+            user=user, conversation_id=conversation.id, role="user", content=f"m{n}"
+        )
+    other = ConversationStore(settings)
+    await other.open()
+    calls = [
+        asyncio.ensure_future(other.list_messages(user=user, conversation_id=conversation.id))
+        for _ in range(6)
+    ]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(other.close(), 30)
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        assert isinstance(outcome, MessagePage | Unavailable), outcome
+    with pytest.raises(Unavailable, match="not open"):
+        await other.list_messages(user=user, conversation_id=conversation.id)
+
+
+async def test_tortoise_spellings_of_pool_sizes_in_the_url(postgres_url: str) -> None:
+    settings = Settings(database_url=f"{postgres_url}?minsize=1&maxsize=3")
+    async with ConversationStore(settings) as store:
+        conversation = await store.create_conversation(user="pool-sizes")
+        assert conversation.message_count == 0
