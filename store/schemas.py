@@ -257,6 +257,11 @@ class NewMessage(_Input):
     metadata: Metadata = None
     idempotency_key: str | None = None
 
+    def json_columns(self) -> tuple[str | None, str]:
+        """``tool_calls`` and ``metadata`` as the JSON text the store writes."""
+        tool_calls = None if self.tool_calls is None else dump_json(self.tool_calls)
+        return tool_calls, dump_json(self.metadata)
+
     @field_validator("content")
     @classmethod
     def _content(cls, value: str, info: ValidationInfo) -> str:

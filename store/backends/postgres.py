@@ -31,7 +31,7 @@ from store._rows import (
 )
 from store.backends.base import Duplicate, Position, Window
 from store.errors import NotOpen, Unavailable
-from store.schemas import Conversation, Message, NewMessage, dump_json
+from store.schemas import Conversation, Message, NewMessage
 from store.settings import APP_LABEL, Settings, database_credentials
 
 __all__ = ["IdleConnections", "PostgresBackend"]
@@ -124,6 +124,9 @@ async def _no_session_reset(connection: Any) -> None:
 _CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND user_id = $2"
 _DELETE_CONVERSATION = (
     "DELETE FROM conversations WHERE id = $1 AND user_id = $2 RETURNING message_count"
+)
+_USER_TOTALS = (
+    "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = $1"
 )
 _CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2"
 _MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND user_id = $2"
@@ -378,27 +381,12 @@ class PostgresBackend:
         row = await self._one(_DELETE_CONVERSATION, conversation_id, user)
         return None if row is None else int(row[0])
 
-    async def purge_user(self, *, user: str) -> tuple[int, int]:
-        async def work(conn: Any) -> tuple[int, int]:
-            # Lock the user's conversations first so the counts match what the cascade
-            # removes even with appends in flight.
-            await conn.execute("SELECT 1 FROM conversations WHERE user_id = $1 FOR UPDATE", user)
-            row = await conn.fetchrow(
-                "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations "
-                "WHERE user_id = $1",
-                user,
-            )
-            await conn.execute("DELETE FROM users WHERE id = $1", user)
-            return int(row[0]), int(row[1])
-
-        return await self._transaction(work)
-
     # -- messages --------------------------------------------------------------------------
 
     async def append_message(
         self, *, user: str, conversation_id: UUID, message_id: UUID, message: NewMessage
     ) -> Message | None:
-        tool_calls = None if message.tool_calls is None else dump_json(message.tool_calls)
+        tool_calls, metadata = message.json_columns()
         try:
             rows = await self._fetch(
                 _APPEND,
@@ -409,7 +397,7 @@ class PostgresBackend:
                 message.content,
                 tool_calls,
                 message.tool_call_id,
-                dump_json(message.metadata),
+                metadata,
                 message.idempotency_key,
             )
         except asyncpg.UniqueViolationError as exc:
@@ -442,3 +430,16 @@ class PostgresBackend:
     async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool:
         row = await self._one(_CONVERSATION_EXISTS, conversation_id, user)
         return row is not None
+
+    # -- users -----------------------------------------------------------------------------
+
+    async def purge_user(self, *, user: str) -> tuple[int, int]:
+        async def work(conn: Any) -> tuple[int, int]:
+            # Lock the user's conversations first so the counts match what the cascade
+            # removes even with appends in flight.
+            await conn.execute("SELECT 1 FROM conversations WHERE user_id = $1 FOR UPDATE", user)
+            row = await conn.fetchrow(_USER_TOTALS, user)
+            await conn.execute("DELETE FROM users WHERE id = $1", user)
+            return int(row[0]), int(row[1])
+
+        return await self._transaction(work)

@@ -31,7 +31,7 @@ from store._rows import (
 )
 from store.backends.base import Duplicate, Position, Window
 from store.errors import NotOpen
-from store.schemas import Conversation, Message, NewMessage, dump_json
+from store.schemas import Conversation, Message, NewMessage
 from store.settings import APP_LABEL, Settings, database_credentials
 
 __all__ = ["SqliteBackend"]
@@ -44,6 +44,9 @@ T = TypeVar("T")
 _CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1 AND user_id = ?2"
 _DELETE_CONVERSATION = (
     "DELETE FROM conversations WHERE id = ?1 AND user_id = ?2 RETURNING message_count"
+)
+_USER_TOTALS = (
+    "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = ?1"
 )
 _CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE id = ?1 AND user_id = ?2"
 _MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND user_id = ?2"
@@ -306,26 +309,12 @@ class SqliteBackend:
         row = await self._one(_DELETE_CONVERSATION, str(conversation_id), user)
         return None if row is None else int(row[0])
 
-    async def purge_user(self, *, user: str) -> tuple[int, int]:
-        async def work(conn: aiosqlite.Connection) -> tuple[int, int]:
-            # Inside BEGIN IMMEDIATE no append can land between the count and the delete.
-            (counts,) = await _rows(
-                conn,
-                "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations "
-                "WHERE user_id = ?1",
-                (user,),
-            )
-            await _exec(conn, "DELETE FROM users WHERE id = ?1", (user,))
-            return int(counts[0]), int(counts[1])
-
-        return await self._transaction(work)
-
     # -- messages --------------------------------------------------------------------------
 
     async def append_message(
         self, *, user: str, conversation_id: UUID, message_id: UUID, message: NewMessage
     ) -> Message | None:
-        tool_calls = None if message.tool_calls is None else dump_json(message.tool_calls)
+        tool_calls, metadata = message.json_columns()
 
         async def work(conn: aiosqlite.Connection) -> list[Any]:
             # BEGIN IMMEDIATE holds the write lock from here to COMMIT: appenders (in this
@@ -346,7 +335,7 @@ class SqliteBackend:
                         message.content,
                         tool_calls,
                         message.tool_call_id,
-                        dump_json(message.metadata),
+                        metadata,
                         created_at,
                         user,
                         message.idempotency_key,
@@ -386,3 +375,14 @@ class SqliteBackend:
     async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool:
         row = await self._one(_CONVERSATION_EXISTS, str(conversation_id), user)
         return row is not None
+
+    # -- users -----------------------------------------------------------------------------
+
+    async def purge_user(self, *, user: str) -> tuple[int, int]:
+        async def work(conn: aiosqlite.Connection) -> tuple[int, int]:
+            # Inside BEGIN IMMEDIATE no append can land between the count and the delete.
+            (counts,) = await _rows(conn, _USER_TOTALS, (user,))
+            await _exec(conn, "DELETE FROM users WHERE id = ?1", (user,))
+            return int(counts[0]), int(counts[1])
+
+        return await self._transaction(work)
