@@ -35,13 +35,15 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 _MESSAGE_SQL = """
 INSERT INTO messages (id, conversation_id, user_id, seq, role, content, tool_calls,
-                      tool_call_id, metadata, idempotency_key, created_at)
+                      tool_call_id, metadata, idempotency_key, created_at, token_count)
 SELECT md5('chatstore-bench:message:' || c.id::text || ':' || s)::uuid,
        c.id, c.user_id, s,
        CASE WHEN s % 2 = 1 THEN 'user' ELSE 'assistant' END,
        left(repeat(md5(c.id::text || ':' || s) || ' ', 13), 380 + (s % 41)::int),
        NULL, NULL, '{}'::jsonb, NULL,
-       c.created_at + s * interval '1 millisecond'
+       c.created_at + s * interval '1 millisecond',
+       -- about what o200k_base gives these hex words: one token per four characters
+       (380 + (s % 41)::int) / 4
 FROM conversations AS c
 CROSS JOIN LATERAL generate_series($2::bigint, LEAST($3::bigint, c.last_seq)) AS s
 WHERE c.id = ANY($1::uuid[])

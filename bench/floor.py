@@ -38,8 +38,9 @@ WITH c AS (
         updated_at = GREATEST(updated_at, clock_timestamp())
     WHERE id = $1 AND user_id = $2 RETURNING id, user_id, last_seq, updated_at
 )
-INSERT INTO messages (id, conversation_id, user_id, seq, role, content, metadata, created_at)
-SELECT $3, c.id, c.user_id, c.last_seq, $4, $5, '{}'::jsonb, c.updated_at FROM c
+INSERT INTO messages (id, conversation_id, user_id, seq, role, content, metadata, created_at,
+                      token_count)
+SELECT $3, c.id, c.user_id, c.last_seq, $4, $5, '{}'::jsonb, c.updated_at, $6 FROM c
 RETURNING id, seq, created_at
 """
 
@@ -95,7 +96,15 @@ class Floor:
         self, conversation_id: uuid.UUID, user: str, role: str, content: str
     ) -> asyncpg.Record:
         row = await self.conn.fetchrow(
-            APPEND_SQL, conversation_id, user, uuid.uuid4(), role, content
+            # The floor is handed a token count (it runs no tokenizer): chatstore's counting
+            # is part of what its ratio measures.
+            APPEND_SQL,
+            conversation_id,
+            user,
+            uuid.uuid4(),
+            role,
+            content,
+            len(content) // 4,
         )
         if row is None:
             raise LookupError("no conversation with that id")

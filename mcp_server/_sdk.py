@@ -49,7 +49,11 @@ __all__ = ["ContractTool", "build_tools", "protocol_errors", "run_on_streams", "
 
 #: Arguments whose length limit an operator configures: their schemas state the configured
 #: value (the store enforces it, with the same message wherever it is called from).
-CONFIGURED_MAX_LENGTH = {"title": "max_title_chars", "content": "max_content_chars"}
+CONFIGURED_MAX_LENGTH = {
+    "title": "max_title_chars",
+    "content": "max_content_chars",
+    "summary": "max_summary_chars",
+}
 
 
 class ContractTool(Tool):
@@ -118,7 +122,9 @@ def _tool(spec: ToolSpec, limits: Limits) -> Tool:
     values = asdict(limits)
     for name, schema in tool.parameters.get("properties", {}).items():
         if "description" in schema:
-            schema["description"] = schema["description"].format_map(values)
+            for limit_name, value in values.items():
+                placeholder = "{" + limit_name + "}"
+                schema["description"] = schema["description"].replace(placeholder, str(value))
         if name in CONFIGURED_MAX_LENGTH:
             limit = values[CONFIGURED_MAX_LENGTH[name]]
             for branch in schema.get("anyOf", [schema]):

@@ -12,15 +12,17 @@ from typing import Any
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 
-from store import ConversationStore
+from store import ConversationStore, Settings
 
-__all__ = ["AppContext", "ChatContext", "acting_user", "store_of", "user_of"]
+__all__ = ["AppContext", "ChatContext", "acting_user", "given_arguments", "store_of", "user_of"]
 
 
 @dataclass(frozen=True, slots=True)
 class AppContext:
-    """The lifespan's context: the open store and, over stdio, the configured user."""
+    """The lifespan's context: the server's settings, the open store and, over stdio, the
+    configured user."""
 
+    settings: Settings
     store: ConversationStore
     stdio_user: str | None
 
@@ -50,3 +52,11 @@ def user_of(ctx: ChatContext) -> str:
 
 def store_of(ctx: ChatContext) -> ConversationStore:
     return ctx.request_context.lifespan_context.store
+
+
+def given_arguments(ctx: ChatContext, **values: Any) -> dict[str, Any]:
+    """Those of ``values`` whose argument the request carried (an explicit null included):
+    for tools where leaving an argument out and sending null mean different things."""
+    params = ctx.request_context.params or {}
+    sent = params.get("arguments") or {}
+    return {name: value for name, value in values.items() if name in sent}

@@ -3,7 +3,8 @@
 - ``resources/list`` is the user's most recently updated conversations (``ConversationList``,
   a middleware: the SDK lists static resources only, and these are per user);
 - ``chatstore://conversations/{conversation_id}`` reads one as a Markdown transcript;
-- the prompt ``resume_conversation`` returns its latest messages to carry on with.
+- the prompt ``resume_conversation`` returns what ``get_context`` gives for
+  ``CHATSTORE_RESUME_TOKENS``, to carry on with.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from mcp_server._sdk import protocol_errors
 from mcp_server.context import AppContext, ChatContext, acting_user, store_of, user_of
-from store import ConversationWithMessages
+from store import Context, ConversationWithMessages
 from store.contract import MAX_RECENT_MESSAGES
 from store.schemas import rfc3339
 
@@ -33,9 +34,8 @@ RESOURCE_PREFIX = "chatstore://conversations/"
 RESOURCE_TEMPLATE = RESOURCE_PREFIX + "{conversation_id}"
 #: resources/list shows this many of the user's most recently updated conversations.
 RESOURCE_LIST_SIZE = 50
-#: A transcript (resource) or resume prompt carries at most this many latest messages.
+#: A transcript (resource) carries at most this many latest messages.
 TRANSCRIPT_MESSAGES = MAX_RECENT_MESSAGES
-RESUME_MESSAGES = 50
 #: MCP's code for a resource that does not exist.
 RESOURCE_NOT_FOUND = -32002
 
@@ -97,33 +97,48 @@ def render_transcript(conversation: ConversationWithMessages) -> str:
         if message.content:
             lines.append(message.content)
         for call in message.tool_calls or []:
-            lines.append(f"\n_calls tool `{call.get('name')}` (id `{call.get('id')}`)_")
+            lines.append(f"\n_calls tool `{_call_name(call)}` (id `{call.get('id')}`)_")
     return "\n".join(lines) + "\n"
 
 
-def prompt_messages(conversation: ConversationWithMessages) -> list[PromptMessage]:
-    """A conversation as prompt messages: a preface, then each message in its role."""
-    title = conversation.title or "an untitled conversation"
-    shown = len(conversation.messages)
-    preface = (
-        f'Here is "{title}" (conversation {conversation.id}), '
-        f"its latest {shown} of {conversation.message_count} messages. "
-        "Continue it from where it left off."
-    )
-    out: list[PromptMessage] = [UserMessage(preface)]
-    for message in conversation.messages:
+def prompt_messages(title: str | None, context: Context) -> list[PromptMessage]:
+    """A conversation's context as prompt messages, each in its real role where MCP has one.
+
+    Prompt messages are the user's or the assistant's. The server's framing comes first (a
+    user message, worded as the server's): the conversation, its summary, and its system
+    messages (instructions, so not the user's words). Tool results follow the assistant
+    message that called them, as the assistant's, marked as results.
+    """
+    shown = len(context.messages)
+    framing = [
+        f'Here is "{title or "an untitled conversation"}" (conversation '
+        f"{context.conversation_id}): the {shown} latest messages that fit "
+        + ("(earlier ones left out). " if context.truncated else "(all of them). ")
+        + "Continue it from where it left off."
+    ]
+    if context.summary is not None:
+        framing.append(f"Summary of messages 1-{context.summary_up_to_seq}:\n{context.summary}")
+    for message in context.messages:
+        if message.role == "system":
+            framing.append(f"System instructions (message {message.seq}):\n{message.content}")
+    out: list[PromptMessage] = [UserMessage("\n\n".join(framing))]
+    for message in context.messages:
         text = message.content
         if message.role == "assistant":
             for call in message.tool_calls or []:
-                text += f"\n[called tool {call.get('name')} (id {call.get('id')})]"
+                text += f"\n[called tool {_call_name(call)} (id {call.get('id')})]"
             out.append(AssistantMessage(text))
+        elif message.role == "tool":
+            out.append(AssistantMessage(f"[result of tool call {message.tool_call_id}]\n{text}"))
         elif message.role == "user":
             out.append(UserMessage(text))
-        elif message.role == "tool":
-            out.append(UserMessage(f"[tool result for {message.tool_call_id}]\n{text}"))
-        else:
-            out.append(UserMessage(f"[system]\n{text}"))
     return out
+
+
+def _call_name(call: dict[str, Any]) -> object:
+    """A tool call's name, in the flat shape or OpenAI's (``function.name``)."""
+    function = call.get("function")
+    return function.get("name") if isinstance(function, dict) else call.get("name")
 
 
 async def conversation_transcript(conversation_id: str, ctx: ChatContext) -> str:
@@ -138,11 +153,14 @@ async def resume_conversation(
     conversation_id: Annotated[str, Field(description="The id of the conversation to continue.")],
     ctx: ChatContext,
 ) -> list[PromptMessage]:
+    store, user = store_of(ctx), user_of(ctx)
+    budget = ctx.request_context.lifespan_context.settings.resume_tokens
     with protocol_errors(INVALID_PARAMS):
-        conversation = await store_of(ctx).get_conversation(
-            user=user_of(ctx), conversation_id=conversation_id, recent_messages=RESUME_MESSAGES
+        conversation = await store.get_conversation(user=user, conversation_id=conversation_id)
+        context = await store.get_context(
+            user=user, conversation_id=conversation.id, max_tokens=budget
         )
-    return prompt_messages(conversation)
+    return prompt_messages(conversation.title, context)
 
 
 def register(server: MCPServer[AppContext]) -> None:

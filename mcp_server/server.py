@@ -58,7 +58,7 @@ def create_server(
     @asynccontextmanager
     async def lifespan(_: ChatstoreServer) -> AsyncIterator[AppContext]:
         if store is not None:
-            yield AppContext(store=store, stdio_user=served)
+            yield AppContext(settings=settings, store=store, stdio_user=served)
             return
         async with ConversationStore(settings) as opened:
             log.info(
@@ -66,7 +66,7 @@ def create_server(
                 opened.dialect,
                 " (embedded default)" if settings.is_embedded_default else "",
             )
-            yield AppContext(store=opened, stdio_user=served)
+            yield AppContext(settings=settings, store=opened, stdio_user=served)
 
     server = ChatstoreServer(
         name="chatstore",

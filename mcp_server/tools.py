@@ -14,15 +14,17 @@ from typing import Annotated, Any
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from mcp_server.context import ChatContext, store_of, user_of
+from mcp_server.context import ChatContext, given_arguments, store_of, user_of
 from store import schemas
 from store.contract import (
     DEFAULT_CONVERSATION_PAGE,
     DEFAULT_MESSAGE_PAGE,
+    MAX_CONTEXT_TOKENS,
     MAX_CONVERSATION_PAGE,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_MESSAGE_PAGE,
     MAX_RECENT_MESSAGES,
+    MAX_TOKEN_COUNT,
     Role,
 )
 
@@ -54,7 +56,7 @@ Content = Annotated[
     Field(
         description=(
             "The message text (not empty; at most {max_content_chars} characters). "
-            "May be empty only for an assistant message that carries tool_calls."
+            "May be empty or left out only for an assistant message that carries tool_calls."
         )
     ),
 ]
@@ -63,9 +65,60 @@ ToolCalls = Annotated[
     Field(
         description=(
             "Assistant messages only: the tool calls made, each an object with a non-empty "
-            "string `id` and `name` (other keys are kept as sent; at most "
-            "{max_tool_calls_bytes} bytes as JSON)."
+            "string `id` and a name: `name` ({id, name, arguments}) or, in the OpenAI Chat "
+            "Completions shape, `function.name` ({id, type: 'function', function: {name, "
+            "arguments}}). Kept exactly as sent; at most {max_tool_calls_bytes} bytes as JSON."
         )
+    ),
+]
+TokenCount = Annotated[
+    int | None,
+    Field(
+        strict=True,
+        ge=0,
+        le=MAX_TOKEN_COUNT,
+        description=(
+            "Optional: the message's token count as your model reported it. Left out, the "
+            "server counts content and tool_calls with its tokenizer."
+        ),
+    ),
+]
+MaxTokens = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=1,
+        le=MAX_CONTEXT_TOKENS,
+        description=f"The token budget to fill, 1-{MAX_CONTEXT_TOKENS}.",
+    ),
+]
+KeepSystem = Annotated[
+    bool,
+    Field(
+        strict=True,
+        description="Also keep system messages older than the cut, in what the budget leaves "
+        "(default true).",
+    ),
+]
+Summary = Annotated[
+    str | None,
+    Field(
+        description=(
+            "Optional: a summary of messages 1 … summary_up_to_seq (at most "
+            "{max_summary_chars} characters), given together with summary_up_to_seq. "
+            "get_context then returns it in place of those messages. null alone removes it."
+        )
+    ),
+]
+SummaryUpToSeq = Annotated[
+    int | None,
+    Field(
+        strict=True,
+        ge=0,
+        description=(
+            "With summary: the last seq it covers (0 … last_seq; the message after it must "
+            "not be a tool message)."
+        ),
     ),
 ]
 ToolCallId = Annotated[
@@ -164,11 +217,12 @@ async def append_message(
     ctx: ChatContext,
     conversation_id: ConversationId,
     role: MessageRole,
-    content: Content,
+    content: Content = "",
     tool_calls: ToolCalls = None,
     tool_call_id: ToolCallId = None,
     metadata: Metadata = None,
     idempotency_key: IdempotencyKey = None,
+    token_count: TokenCount = None,
 ) -> schemas.Message:
     """Append a message to a conversation and return it with its `seq` (its 1-based
     position). Record every turn, including tool calls and tool results."""
@@ -181,6 +235,43 @@ async def append_message(
         tool_call_id=tool_call_id,
         metadata=metadata,
         idempotency_key=idempotency_key,
+        token_count=token_count,
+    )
+
+
+async def get_context(
+    ctx: ChatContext,
+    conversation_id: ConversationId,
+    max_tokens: MaxTokens,
+    keep_system: KeepSystem = True,
+) -> schemas.Context:
+    """Get the part of a conversation that fits your context window of `max_tokens`: its
+    summary (if any), then the latest messages, cut at the start of a turn, with tool calls
+    never separated from their results. Use it to load history before answering."""
+    return await store_of(ctx).get_context(
+        user=user_of(ctx),
+        conversation_id=conversation_id,
+        max_tokens=max_tokens,
+        keep_system=keep_system,
+    )
+
+
+async def update_conversation(
+    ctx: ChatContext,
+    conversation_id: ConversationId,
+    title: Title = None,
+    metadata: Metadata = None,
+    summary: Summary = None,
+    summary_up_to_seq: SummaryUpToSeq = None,
+) -> schemas.Conversation:
+    """Change a conversation's title, metadata (replaced whole) or summary; only the fields
+    you give change. Store a summary of the older messages (with the last seq it covers) to
+    keep long conversations within your context window; messages are never changed."""
+    changes = given_arguments(
+        ctx, title=title, metadata=metadata, summary=summary, summary_up_to_seq=summary_up_to_seq
+    )
+    return await store_of(ctx).update_conversation(
+        user=user_of(ctx), conversation_id=conversation_id, **changes
     )
 
 
@@ -219,6 +310,10 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_wo
 WRITE = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
+#: Only the fields given change, so the same call twice leaves the same conversation.
+UPDATE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
 DELETE = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
 )
@@ -231,5 +326,7 @@ TOOLS: tuple[ToolSpec, ...] = (
     (get_conversation, "Get conversation", READ_ONLY),
     (append_message, "Append message", WRITE),
     (list_messages, "List messages", READ_ONLY),
+    (get_context, "Get context", READ_ONLY),
+    (update_conversation, "Update conversation", UPDATE),
     (delete_conversation, "Delete conversation", DELETE),
 )

@@ -13,6 +13,7 @@ from store.errors import (
     Unavailable,
 )
 from store.schemas import (
+    Context,
     Conversation,
     ConversationPage,
     ConversationWithMessages,
@@ -26,6 +27,7 @@ from store.store import ConversationStore, open_store
 
 __all__ = [
     "Conflict",
+    "Context",
     "Conversation",
     "ConversationPage",
     "ConversationStore",

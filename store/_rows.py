@@ -25,9 +25,13 @@ __all__ = [
     "stored_message",
 ]
 
-CONVERSATION_COLUMNS = "id, title, metadata, created_at, updated_at, message_count, last_seq"
+CONVERSATION_COLUMNS = (
+    "id, title, metadata, created_at, updated_at, message_count, last_seq, "
+    "summary, summary_up_to_seq"
+)
 MESSAGE_COLUMNS = (
-    "id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, created_at"
+    "id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, created_at, "
+    "token_count"
 )
 
 
@@ -45,6 +49,8 @@ def conversation(
     updated_at: datetime,
     message_count: int,
     last_seq: int,
+    summary: str | None,
+    summary_up_to_seq: int | None,
 ) -> Conversation:
     return trusted(
         Conversation,
@@ -56,6 +62,8 @@ def conversation(
             "updated_at": updated_at,
             "message_count": message_count,
             "last_seq": last_seq,
+            "summary": summary,
+            "summary_up_to_seq": summary_up_to_seq,
         },
     )
 
@@ -70,6 +78,7 @@ def message(
     tool_call_id: str | None,
     metadata: Any,
     created_at: datetime,
+    token_count: int,
 ) -> Message:
     return trusted(
         Message,
@@ -83,6 +92,7 @@ def message(
             "tool_call_id": tool_call_id,
             "metadata": load_json(metadata),
             "created_at": created_at,
+            "token_count": token_count,
         },
     )
 
@@ -91,7 +101,8 @@ def stored_message(
     message_id: UUID, conversation_id: UUID, seq: int, created_at: datetime, new: NewMessage
 ) -> Message:
     """The message just appended: what the database decided (``seq``, ``created_at``) and the
-    validated input it stored, rather than an echo of a 100 KB content over the wire."""
+    validated input it stored, rather than an echo of a 100 KB content over the wire
+    (``new.token_count`` is set: given by the caller or counted by the store)."""
     return trusted(
         Message,
         {
@@ -104,5 +115,6 @@ def stored_message(
             "tool_call_id": new.tool_call_id,
             "metadata": new.metadata,
             "created_at": created_at,
+            "token_count": new.token_count,
         },
     )

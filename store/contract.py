@@ -14,17 +14,23 @@ __all__ = [
     "DEFAULT_CONVERSATION_PAGE",
     "DEFAULT_LIMITS",
     "DEFAULT_MESSAGE_PAGE",
+    "DEFAULT_RESUME_TOKENS",
+    "DEFAULT_TOKENIZER",
+    "MAX_CONTEXT_TOKENS",
     "MAX_CONVERSATION_PAGE",
     "MAX_IDEMPOTENCY_KEY_CHARS",
     "MAX_JSON_DEPTH",
     "MAX_MESSAGE_PAGE",
     "MAX_RECENT_MESSAGES",
     "MAX_SEQ_CURSOR",
+    "MAX_TOKEN_COUNT",
     "MAX_TOOL_CALL_ID_CHARS",
     "MAX_USER_CHARS",
     "ROLES",
+    "TOKENIZERS",
     "Limits",
     "Role",
+    "TokenizerName",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -41,6 +47,17 @@ MAX_JSON_DEPTH = 64
 #: BIGINT's maximum for the page arithmetic in SQL.
 MAX_SEQ_CURSOR = 2**62
 
+#: A message's token_count is stored as a 32-bit integer.
+MAX_TOKEN_COUNT = 2**31 - 1
+#: get_context's budget: 1 … this many tokens.
+MAX_CONTEXT_TOKENS = 2_000_000
+#: The tokenizers shipped inside the bpe-openai wheel (no download at run time).
+TokenizerName = Literal["o200k_base", "cl100k_base"]
+TOKENIZERS: tuple[TokenizerName, ...] = get_args(TokenizerName)
+DEFAULT_TOKENIZER: TokenizerName = "o200k_base"
+#: resume_conversation returns what get_context gives for this budget, unless configured.
+DEFAULT_RESUME_TOKENS = 8_000
+
 DEFAULT_CONVERSATION_PAGE = 20
 MAX_CONVERSATION_PAGE = 100
 DEFAULT_MESSAGE_PAGE = 50
@@ -56,6 +73,7 @@ class Limits:
     max_title_chars: int = 200
     max_metadata_bytes: int = 16 * 1024
     max_tool_calls_bytes: int = 64 * 1024
+    max_summary_chars: int = 100_000
 
 
 DEFAULT_LIMITS = Limits()

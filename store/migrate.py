@@ -64,8 +64,9 @@ def tortoise_config(settings: Settings, *, with_aerich: bool = False) -> dict[st
     }
 
 
-async def upgrade(settings: Settings) -> list[str]:
-    """Bring the configured database to head; returns the migrations applied (may be none)."""
+async def upgrade(settings: Settings, root: Path = MIGRATIONS_ROOT) -> list[str]:
+    """Bring the configured database to head (the newest migration under ``root``); returns
+    the migrations applied (may be none)."""
     from aerich import Command
     from tortoise.context import TortoiseContext
 
@@ -73,7 +74,7 @@ async def upgrade(settings: Settings) -> list[str]:
 
     backend_class(settings).prepare(settings)
     config = tortoise_config(settings, with_aerich=True)
-    location = str(migrations_location(settings.dialect))
+    location = str(migrations_location(settings.dialect, root))
     # aerich initialises Tortoise's global state; a private context keeps that state out of
     # any store already open in this process.
     with TortoiseContext() as ctx:

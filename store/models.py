@@ -37,6 +37,11 @@ class Conversation(Model):
     updated_at = fields.DatetimeField()
     message_count = fields.BigIntField(default=0)
     last_seq = fields.BigIntField(default=0)
+    # The summary covers messages 1 … summary_up_to_seq; its token count is kept beside it
+    # so get_context never tokenizes it again.
+    summary = fields.TextField(null=True)
+    summary_up_to_seq = fields.BigIntField(null=True)
+    summary_token_count = fields.IntField(null=True)
 
     class Meta:
         table = "conversations"
@@ -61,11 +66,15 @@ class Message(Model):
     metadata: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
     idempotency_key = fields.CharField(max_length=MAX_IDEMPOTENCY_KEY_CHARS, null=True)
     created_at = fields.DatetimeField()
+    token_count = fields.IntField()
 
     class Meta:
         table = "messages"
         # (conversation_id, seq) is both the gapless-seq guard and the keyset pagination
         # index; (conversation_id, idempotency_key) makes replays find the first message
         # (NULL keys never collide). user_id is indexed for the cascade when a user is purged.
+        # The migrations also create messages_system, a partial index on (conversation_id,
+        # seq) WHERE role = 'system', for get_context's system messages older than the cut
+        # (Tortoise models cannot declare a partial index).
         unique_together = (("conversation", "seq"), ("conversation", "idempotency_key"))
         indexes = (Index(fields=("user_id",), name="messages_user"),)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
@@ -30,12 +31,14 @@ from store.contract import (
     DEFAULT_CONVERSATION_PAGE,
     DEFAULT_LIMITS,
     DEFAULT_MESSAGE_PAGE,
+    MAX_CONTEXT_TOKENS,
     MAX_CONVERSATION_PAGE,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_JSON_DEPTH,
     MAX_MESSAGE_PAGE,
     MAX_RECENT_MESSAGES,
     MAX_SEQ_CURSOR,
+    MAX_TOKEN_COUNT,
     MAX_TOOL_CALL_ID_CHARS,
     MAX_USER_CHARS,
     ROLES,
@@ -220,20 +223,70 @@ def _metadata(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, A
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_metadata)]
 
 
+def _title(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None:
+        return None
+    check_text(value, "title")
+    limit = _limits(info).max_title_chars
+    if len(value) > limit:
+        raise ValueError(f"title is {len(value)} characters; the limit is {limit}")
+    return value
+
+
+#: An optional title within the title limit.
+Title = Annotated[str | None, AfterValidator(_title)]
+
+
+def _summary(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None:
+        return None
+    check_text(value, "summary")
+    if not value.strip():
+        raise ValueError("summary must not be empty; give summary: null to remove it")
+    limit = _limits(info).max_summary_chars
+    if len(value) > limit:
+        raise ValueError(f"summary is {len(value)} characters; the limit is {limit}")
+    return value
+
+
 class NewConversation(_Input):
-    title: str | None = None
+    title: Title = None
     metadata: Metadata = None
 
-    @field_validator("title")
-    @classmethod
-    def _title(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        check_text(value, "title")
-        limit = _limits(info).max_title_chars
-        if len(value) > limit:
-            raise ValueError(f"title is {len(value)} characters; the limit is {limit}")
-        return value
+
+class Unset(Enum):
+    """The type of ``UNSET``: an argument not given, as distinct from one given as None."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+
+class ConversationChanges(_Input):
+    """update_conversation's changes: only the fields given (``model_fields_set``) apply."""
+
+    title: Title = None
+    metadata: Metadata = None
+    summary: Annotated[str | None, AfterValidator(_summary)] = None
+    summary_up_to_seq: int | None = Field(default=None, strict=True, ge=0, le=MAX_SEQ_CURSOR)
+
+    @model_validator(mode="after")
+    def _summary_with_its_seq(self) -> ConversationChanges:
+        given = self.model_fields_set
+        if self.summary is not None and self.summary_up_to_seq is None:
+            raise ValueError("give summary_up_to_seq with summary (the last seq it covers)")
+        if self.summary_up_to_seq is not None and self.summary is None:
+            raise ValueError(
+                "give summary with summary_up_to_seq; to remove a summary give summary: null alone"
+            )
+        if "summary_up_to_seq" in given and "summary" not in given:
+            raise ValueError("give summary with summary_up_to_seq")
+        return self
+
+
+def _nonempty_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def _short_text(value: str | None, what: str, limit: int, *, blank: bool) -> str | None:
@@ -251,11 +304,12 @@ def _short_text(value: str | None, what: str, limit: int, *, blank: bool) -> str
 
 class NewMessage(_Input):
     role: Role
-    content: str
+    content: str = ""
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
     metadata: Metadata = None
     idempotency_key: str | None = None
+    token_count: int | None = Field(default=None, strict=True, ge=0, le=MAX_TOKEN_COUNT)
 
     def json_columns(self) -> tuple[str | None, str]:
         """``tool_calls`` and ``metadata`` as the JSON text the store writes."""
@@ -280,10 +334,17 @@ class NewMessage(_Input):
             # An empty list means "no tool calls", as several agent frameworks send it.
             return None
         for index, call in enumerate(value):
-            for key in ("id", "name"):
-                item = call.get(key)
-                if not isinstance(item, str) or not item.strip():
-                    raise ValueError(f"tool_calls[{index}] needs a non-empty string {key!r}")
+            if not _nonempty_text(call.get("id")):
+                raise ValueError(f"tool_calls[{index}] needs a non-empty string 'id'")
+            # The flat shape {id, name, arguments?} or OpenAI's Chat Completions shape
+            # {id, type: "function", function: {name, arguments}}; either is kept as sent.
+            function = call.get("function")
+            name = function.get("name") if isinstance(function, dict) else call.get("name")
+            if not _nonempty_text(name):
+                raise ValueError(
+                    f"tool_calls[{index}] needs a non-empty string 'name' "
+                    "(or 'function.name', in the OpenAI shape)"
+                )
         return check_json(value, "tool_calls", _limits(info).max_tool_calls_bytes)  # type: ignore[no-any-return]
 
     @field_validator("tool_call_id")
@@ -339,6 +400,11 @@ class ConversationQuery(_Input):
         return value
 
 
+class ContextQuery(_Input):
+    max_tokens: int = Field(strict=True, ge=1, le=MAX_CONTEXT_TOKENS)
+    keep_system: bool = Field(default=True, strict=True)
+
+
 class RecentMessages(_Input):
     recent_messages: int = Field(default=0, strict=True, ge=0, le=MAX_RECENT_MESSAGES)
 
@@ -361,6 +427,8 @@ class Conversation(_Output):
     updated_at: Timestamp
     message_count: int
     last_seq: int
+    summary: str | None
+    summary_up_to_seq: int | None
 
 
 class Message(_Output):
@@ -375,6 +443,7 @@ class Message(_Output):
     tool_call_id: str | None
     metadata: dict[str, Any]
     created_at: Timestamp
+    token_count: int
 
 
 class ConversationWithMessages(Conversation):
@@ -395,6 +464,18 @@ class MessagePage(_Output):
 
     messages: list[Message]
     has_more: bool
+
+
+class Context(_Output):
+    """The part of a conversation that fits a context window: the summary (when there is one
+    and it fits), then ``messages`` in ascending seq; ``token_count`` is all of it together."""
+
+    conversation_id: UUID
+    summary: str | None
+    summary_up_to_seq: int | None
+    messages: list[Message]
+    token_count: int
+    truncated: bool
 
 
 class DeletedConversation(_Output):

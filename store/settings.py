@@ -9,7 +9,14 @@ import platformdirs
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from store.contract import DEFAULT_LIMITS, Limits
+from store.contract import (
+    DEFAULT_LIMITS,
+    DEFAULT_RESUME_TOKENS,
+    DEFAULT_TOKENIZER,
+    MAX_CONTEXT_TOKENS,
+    Limits,
+    TokenizerName,
+)
 
 #: The Tortoise app label the models live in; aerich keys its history on it.
 APP_LABEL = "models"
@@ -36,6 +43,12 @@ class Settings(BaseSettings):
     max_title_chars: int = Field(default=DEFAULT_LIMITS.max_title_chars, ge=1)
     max_metadata_bytes: int = Field(default=DEFAULT_LIMITS.max_metadata_bytes, ge=2)
     max_tool_calls_bytes: int = Field(default=DEFAULT_LIMITS.max_tool_calls_bytes, ge=2)
+    max_summary_chars: int = Field(default=DEFAULT_LIMITS.max_summary_chars, ge=1)
+
+    # Context windows: the tokenizer that counts every message (one shipped in the
+    # bpe-openai wheel: nothing is downloaded), and resume_conversation's budget.
+    tokenizer: TokenizerName = DEFAULT_TOKENIZER
+    resume_tokens: int = Field(default=DEFAULT_RESUME_TOKENS, ge=1, le=MAX_CONTEXT_TOKENS)
 
     # Connection handling. A call that cannot get an answer from the database within
     # db_timeout seconds fails with `unavailable` instead of hanging.
@@ -67,6 +80,7 @@ class Settings(BaseSettings):
             max_title_chars=self.max_title_chars,
             max_metadata_bytes=self.max_metadata_bytes,
             max_tool_calls_bytes=self.max_tool_calls_bytes,
+            max_summary_chars=self.max_summary_chars,
         )
 
     @property

@@ -26,14 +26,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+from store._context import build_context
 from store._cursor import decode_cursor, encode_cursor
 from store._guard import Guard
 from store._pydantic import trusted
 from store.backends import Backend, Duplicate, Window, backend_class
 from store.contract import DEFAULT_CONVERSATION_PAGE, DEFAULT_MESSAGE_PAGE
-from store.errors import Conflict, NotFound, NotOpen
+from store.errors import Conflict, InvalidArgument, NotFound, NotOpen
 from store.schemas import (
+    UNSET,
+    Context,
+    ContextQuery,
     Conversation,
+    ConversationChanges,
     ConversationPage,
     ConversationQuery,
     ConversationWithMessages,
@@ -45,6 +50,7 @@ from store.schemas import (
     NewMessage,
     PurgedUser,
     RecentMessages,
+    Unset,
     check_user,
     dump_json,
     json_identity,
@@ -52,6 +58,7 @@ from store.schemas import (
     validate,
 )
 from store.settings import Settings
+from store.tokens import tokenizer
 
 __all__ = ["ConversationStore", "open_store"]
 
@@ -93,6 +100,8 @@ class ConversationStore:
 
         if self._open:
             return
+        # Loading an encoding takes a moment: done here, not in the first append.
+        tokenizer(self._settings.tokenizer)
         try:
             with self._guard.opening():
                 await self._backend.open()
@@ -190,6 +199,95 @@ class ConversationStore:
 
         return await self._guard.run(op)
 
+    async def update_conversation(
+        self,
+        *,
+        user: str,
+        conversation_id: str | uuid.UUID,
+        title: str | Unset | None = UNSET,
+        metadata: dict[str, Any] | Unset | None = UNSET,
+        summary: str | Unset | None = UNSET,
+        summary_up_to_seq: int | Unset | None = UNSET,
+    ) -> Conversation:
+        """Change only the fields given: ``title``, ``metadata`` (replaced whole; None is
+        ``{}``), and the summary (``summary`` with ``summary_up_to_seq``, the last seq it
+        covers; ``summary=None`` alone removes it). ``updated_at`` stays: it is the time of
+        the last message. Messages are never touched."""
+        user = check_user(user)
+        cid = parse_id(conversation_id)
+        given = {
+            name: value
+            for name, value in (
+                ("title", title),
+                ("metadata", metadata),
+                ("summary", summary),
+                ("summary_up_to_seq", summary_up_to_seq),
+            )
+            if value is not UNSET
+        }
+        changes = validate(ConversationChanges, self._limits, **given)
+        columns: dict[str, Any] = {}
+        for name in changes.model_fields_set:
+            columns[name] = getattr(changes, name)
+        if "metadata" in columns:
+            columns["metadata"] = dump_json(changes.metadata)
+        if "summary" in columns:
+            columns["summary_up_to_seq"] = changes.summary_up_to_seq
+            columns["summary_token_count"] = (
+                None
+                if changes.summary is None
+                else tokenizer(self._settings.tokenizer).count(changes.summary)
+            )
+        db = self._db()
+
+        async def op() -> Conversation:
+            if not columns:
+                return await self._conversation(db, user, cid)
+            updated = await db.update_conversation(user=user, conversation_id=cid, changes=columns)
+            if updated is not None:
+                return updated
+            current = await self._conversation(db, user, cid)  # not found: NotFound
+            seq = changes.summary_up_to_seq
+            if seq is not None and seq > current.last_seq:
+                raise InvalidArgument(
+                    f"summary_up_to_seq must lie in 0 … last_seq ({current.last_seq})"
+                )
+            raise InvalidArgument(
+                f"the message after summary_up_to_seq (seq {seq} + 1) is a tool message; end "
+                "the summary before the assistant message that made the call"
+            )
+
+        return await self._guard.run(op)
+
+    async def get_context(
+        self,
+        *,
+        user: str,
+        conversation_id: str | uuid.UUID,
+        max_tokens: int,
+        keep_system: bool = True,
+    ) -> Context:
+        """The part of the conversation that fits ``max_tokens``: its summary first (when it
+        has one), then the longest suffix of the messages after it that starts at a turn and
+        never splits a tool call from its results; with ``keep_system``, older system messages
+        in what is left. The rules are in ``store/_context.py``; the cost grows with what is
+        returned, not with the conversation's length."""
+        user = check_user(user)
+        cid = parse_id(conversation_id)
+        query = validate(ContextQuery, self._limits, max_tokens=max_tokens, keep_system=keep_system)
+        db = self._db()
+
+        async def op() -> Context:
+            return await build_context(
+                db,
+                user=user,
+                conversation_id=cid,
+                max_tokens=query.max_tokens,
+                keep_system=query.keep_system,
+            )
+
+        return await self._guard.run(op)
+
     async def delete_conversation(
         self, *, user: str, conversation_id: str | uuid.UUID
     ) -> DeletedConversation:
@@ -229,17 +327,19 @@ class ConversationStore:
         user: str,
         conversation_id: str | uuid.UUID,
         role: str,
-        content: str,
+        content: str = "",
         tool_calls: list[dict[str, Any]] | None = None,
         tool_call_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        token_count: int | None = None,
     ) -> Message:
         """Append one message; it gets the next ``seq``.
 
         With ``idempotency_key``, appending again with the same key returns the message
         stored the first time and stores nothing; the same key with a different
-        role/content/tool_calls raises ``Conflict``.
+        role/content/tool_calls raises ``Conflict``. ``token_count``, when given, is stored
+        as it is; otherwise the store's tokenizer counts the content and tool_calls.
         """
         user = check_user(user)
         cid = parse_id(conversation_id)
@@ -252,7 +352,11 @@ class ConversationStore:
             tool_call_id=tool_call_id,
             metadata=metadata,
             idempotency_key=idempotency_key,
+            token_count=token_count,
         )
+        if new.token_count is None:
+            counted = tokenizer(self._settings.tokenizer).count_message(new.content, new.tool_calls)
+            new = new.model_copy(update={"token_count": counted})
         # Chosen once per call: a retry after a lost reply finds its own row by this id
         # instead of storing the message twice.
         message_id = uuid.uuid4()

@@ -38,6 +38,31 @@ CHATSTORE = [sys.executable, "-m", "mcp_server.cli"]
 #: RFC 3339 UTC with exactly six fractional digits, as the contract promises.
 RFC3339_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
+#: The keys of a Conversation and of a Message, as the contract lists them.
+CONVERSATION_KEYS = {
+    "id",
+    "title",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "message_count",
+    "last_seq",
+    "summary",
+    "summary_up_to_seq",
+}
+MESSAGE_KEYS = {
+    "id",
+    "conversation_id",
+    "seq",
+    "role",
+    "content",
+    "tool_calls",
+    "tool_call_id",
+    "metadata",
+    "created_at",
+    "token_count",
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:

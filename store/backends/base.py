@@ -23,7 +23,7 @@ from uuid import UUID
 from store.schemas import Conversation, Message, NewMessage
 from store.settings import Settings
 
-__all__ = ["Backend", "Duplicate", "Position", "Window"]
+__all__ = ["Backend", "Brief", "ContextHead", "Duplicate", "Position", "Window"]
 
 #: A place in ``list_conversations``' order: (updated_at, id) of the last row of a page.
 Position = tuple[datetime, UUID]
@@ -37,6 +37,30 @@ class Window:
     count: int
     before_seq: int | None = None
     after_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Brief:
+    """What get_context needs to know of a message before reading it whole."""
+
+    seq: int
+    role: str
+    tokens: int
+    tool_call_id: str | None
+    #: The ids of an assistant message's tool_calls (empty for any other message).
+    call_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextHead:
+    """A conversation's summary and last seq, and its latest candidate messages (``rows``:
+    after ``summary_up_to_seq``, descending seq)."""
+
+    summary: str | None
+    summary_up_to_seq: int | None
+    summary_tokens: int
+    last_seq: int
+    rows: list[Brief]
 
 
 class Duplicate(Exception):
@@ -98,6 +122,14 @@ class Backend(Protocol):
         """Up to ``limit`` of the user's conversations, most recently updated first (ties by
         id, descending), starting after ``after``."""
 
+    async def update_conversation(
+        self, *, user: str, conversation_id: UUID, changes: dict[str, Any]
+    ) -> Conversation | None:
+        """Set the given columns (title, metadata as JSON text, summary, summary_up_to_seq,
+        summary_token_count), leaving updated_at. With a summary_up_to_seq, only when it is
+        at most last_seq and the message after it is not a tool message, checked in the same
+        statement. None when no row was updated (no such conversation, or those checks)."""
+
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         """Delete it (its messages by ON DELETE CASCADE); how many messages went with it, or
         None when there was no such conversation."""
@@ -128,3 +160,28 @@ class Backend(Protocol):
         grow with how deep the window is or how large the store is."""
 
     async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool: ...
+
+    # -- context windows (store._context) --------------------------------------------------
+
+    async def context_head(
+        self, *, user: str, conversation_id: UUID, count: int
+    ) -> ContextHead | None:
+        """The summary and the latest ``count`` candidates, in one consistent read."""
+
+    async def context_rows(
+        self, *, user: str, conversation_id: UUID, below: int, above: int, count: int
+    ) -> list[Brief]:
+        """Up to ``count`` messages with ``above < seq < below``, descending seq."""
+
+    async def context_messages(
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        from_seq: int,
+        system_after: int,
+        system_budget: int | None,
+    ) -> list[Message]:
+        """Messages from ``from_seq`` on and, with a ``system_budget``, the system messages
+        between ``system_after`` and ``from_seq`` whose running token sum (oldest first) stays
+        within it; all in ascending seq."""

@@ -29,7 +29,7 @@ from store._rows import (
     message,
     stored_message,
 )
-from store.backends.base import Duplicate, Position, Window
+from store.backends.base import Brief, ContextHead, Duplicate, Position, Window
 from store.errors import NotOpen, Unavailable
 from store.schemas import Conversation, Message, NewMessage
 from store.settings import APP_LABEL, Settings, database_credentials
@@ -86,7 +86,8 @@ WITH c AS (
     RETURNING id, user_id, last_seq, updated_at
 )
 INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key)
-SELECT $3, c.id, c.last_seq, $4, $5, $6::jsonb, $7, $8::jsonb, c.updated_at, c.user_id, $9
+SELECT $3, c.id, c.last_seq, $4, $5, $6::jsonb, $7, $8::jsonb, c.updated_at, $10, c.user_id,
+       $9
 FROM c
 RETURNING seq, created_at
 """
@@ -125,6 +126,55 @@ _CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1
 _DELETE_CONVERSATION = (
     "DELETE FROM conversations WHERE id = $1 AND user_id = $2 RETURNING message_count"
 )
+# get_context. The head is one statement: a row whose seq is NULL holding the summary, its
+# tokens, summary_up_to_seq and last_seq, beside the latest candidates (their briefs in the
+# first five columns); no row at all when the conversation is not this user's.
+_BRIEF = (
+    "m.seq, m.role, m.token_count, m.tool_call_id, CASE WHEN m.tool_calls IS NULL THEN NULL "
+    "ELSE ARRAY(SELECT e ->> 'id' FROM jsonb_array_elements(m.tool_calls) e) END"
+)
+_CONTEXT_HEAD = f"""
+WITH c AS (
+    SELECT summary, summary_up_to_seq, summary_token_count, last_seq
+    FROM conversations WHERE id = $1 AND user_id = $2
+)
+SELECT NULL::bigint, summary, summary_token_count, NULL::text, NULL::text[], summary_up_to_seq,
+       last_seq
+FROM c
+UNION ALL
+(SELECT {_BRIEF}, NULL::bigint, NULL::bigint FROM messages m
+ WHERE m.conversation_id = $1 AND m.seq > (SELECT coalesce(summary_up_to_seq, 0) FROM c)
+ ORDER BY m.seq DESC LIMIT $3)
+"""
+_CONTEXT_ROWS = (
+    f"SELECT {_BRIEF} FROM messages m WHERE m.conversation_id = $1 AND EXISTS "
+    "(SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2) "
+    "AND m.seq < $3 AND m.seq > $4 ORDER BY m.seq DESC LIMIT $5"
+)
+# The suffix from the cut, and the system messages older than it whose running token sum
+# (oldest first) fits what the suffix left ($5; NULL keeps none). messages_system, a partial
+# index, finds those without reading the other messages before the cut.
+_CONTEXT_MESSAGES = f"""
+(SELECT {MESSAGE_COLUMNS} FROM messages
+ WHERE conversation_id = $1 AND seq >= $3
+   AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2))
+UNION ALL
+(SELECT {MESSAGE_COLUMNS} FROM (
+    SELECT {MESSAGE_COLUMNS}, sum(token_count) OVER (ORDER BY seq) AS running
+    FROM messages
+    WHERE conversation_id = $1 AND role = 'system' AND seq > $4 AND seq < $3
+      AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2)
+ ) s WHERE running <= $5)
+ORDER BY seq
+"""
+#: update_conversation's columns, with the cast each parameter needs.
+_UPDATABLE = {
+    "title": "",
+    "metadata": "::jsonb",
+    "summary": "",
+    "summary_up_to_seq": "",
+    "summary_token_count": "",
+}
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = $1"
 )
@@ -159,6 +209,15 @@ def _pool_options(settings: Settings) -> dict[str, Any]:
     options.setdefault("reset", _no_session_reset)
     options["server_settings"] = server_settings
     return options
+
+
+def _brief(row: Sequence[Any]) -> Brief:
+    seq, role, tokens, tool_call_id, call_ids = row
+    return Brief(seq, role, tokens, tool_call_id, tuple(call_ids or ()))
+
+
+def _descending(brief: Brief) -> int:
+    return -brief.seq
 
 
 class IdleConnections:
@@ -375,6 +434,24 @@ class PostgresBackend:
             rows = await self._fetch(_CONVERSATIONS_AFTER, user, after[0], after[1], limit)
         return [conversation(*row) for row in rows]
 
+    async def update_conversation(
+        self, *, user: str, conversation_id: UUID, changes: dict[str, Any]
+    ) -> Conversation | None:
+        args: list[Any] = [conversation_id, user]
+        sets = []
+        for column, value in changes.items():
+            args.append(value)
+            sets.append(f"{column} = ${len(args)}{_UPDATABLE[column]}")
+        sql = f"UPDATE conversations SET {', '.join(sets)} WHERE id = $1 AND user_id = $2"
+        if changes.get("summary_up_to_seq") is not None:
+            n = list(changes).index("summary_up_to_seq") + 3
+            sql += (
+                f" AND ${n} <= last_seq AND NOT EXISTS (SELECT 1 FROM messages m "
+                f"WHERE m.conversation_id = $1 AND m.seq = ${n} + 1 AND m.role = 'tool')"
+            )
+        row = await self._one(sql + f" RETURNING {CONVERSATION_COLUMNS}", *args)
+        return None if row is None else conversation(*row)
+
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         # The row lock DELETE takes orders it after any append in flight, so the returned
         # message_count is exactly the number of messages the cascade removed.
@@ -399,6 +476,7 @@ class PostgresBackend:
                 message.tool_call_id,
                 metadata,
                 message.idempotency_key,
+                message.token_count,
             )
         except asyncpg.UniqueViolationError as exc:
             raise Duplicate from exc
@@ -430,6 +508,39 @@ class PostgresBackend:
     async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool:
         row = await self._one(_CONVERSATION_EXISTS, conversation_id, user)
         return row is not None
+
+    # -- context windows -------------------------------------------------------------------
+
+    async def context_head(
+        self, *, user: str, conversation_id: UUID, count: int
+    ) -> ContextHead | None:
+        rows = await self._fetch(_CONTEXT_HEAD, conversation_id, user, count)
+        heads = [row for row in rows if row[0] is None]
+        if not heads:
+            return None
+        _, summary, summary_tokens, _, _, up_to, last_seq = heads[0]
+        briefs = sorted((_brief(row[:5]) for row in rows if row[0] is not None), key=_descending)
+        return ContextHead(summary, up_to, summary_tokens or 0, last_seq, briefs)
+
+    async def context_rows(
+        self, *, user: str, conversation_id: UUID, below: int, above: int, count: int
+    ) -> list[Brief]:
+        rows = await self._fetch(_CONTEXT_ROWS, conversation_id, user, below, above, count)
+        return [_brief(row) for row in rows]
+
+    async def context_messages(
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        from_seq: int,
+        system_after: int,
+        system_budget: int | None,
+    ) -> list[Message]:
+        rows = await self._fetch(
+            _CONTEXT_MESSAGES, conversation_id, user, from_seq, system_after, system_budget
+        )
+        return [message(*row) for row in rows]
 
     # -- users -----------------------------------------------------------------------------
 

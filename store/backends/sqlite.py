@@ -12,6 +12,7 @@ A file is migrated in place when it is opened: the embedded default needs no set
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,7 +30,7 @@ from store._rows import (
     message,
     stored_message,
 )
-from store.backends.base import Duplicate, Position, Window
+from store.backends.base import Brief, ContextHead, Duplicate, Position, Window
 from store.errors import NotOpen
 from store.schemas import Conversation, Message, NewMessage
 from store.settings import APP_LABEL, Settings, database_credentials
@@ -45,6 +46,45 @@ _CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1
 _DELETE_CONVERSATION = (
     "DELETE FROM conversations WHERE id = ?1 AND user_id = ?2 RETURNING message_count"
 )
+# get_context: as in the PostgreSQL backend (see there), with SQLite's JSON functions; the
+# tool-call ids come back as a JSON array.
+_BRIEF = (
+    "m.seq, m.role, m.token_count, m.tool_call_id, CASE WHEN m.tool_calls IS NULL THEN NULL "
+    "ELSE (SELECT json_group_array(json_extract(e.value, '$.id')) FROM json_each(m.tool_calls) e) "
+    "END"
+)
+_CONTEXT_HEAD = f"""
+WITH c AS (
+    SELECT summary, summary_up_to_seq, summary_token_count, last_seq
+    FROM conversations WHERE id = ?1 AND user_id = ?2
+)
+SELECT NULL, summary, summary_token_count, NULL, NULL, summary_up_to_seq, last_seq FROM c
+UNION ALL
+SELECT * FROM (
+    SELECT {_BRIEF}, NULL, NULL FROM messages m
+    WHERE m.conversation_id = ?1 AND m.seq > (SELECT coalesce(summary_up_to_seq, 0) FROM c)
+    ORDER BY m.seq DESC LIMIT ?3
+)
+"""
+_CONTEXT_ROWS = (
+    f"SELECT {_BRIEF} FROM messages m WHERE m.conversation_id = ?1 AND EXISTS "
+    "(SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2) "
+    "AND m.seq < ?3 AND m.seq > ?4 ORDER BY m.seq DESC LIMIT ?5"
+)
+_CONTEXT_MESSAGES = f"""
+SELECT {MESSAGE_COLUMNS} FROM messages
+WHERE conversation_id = ?1 AND seq >= ?3
+  AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2)
+UNION ALL
+SELECT {MESSAGE_COLUMNS} FROM (
+    SELECT {MESSAGE_COLUMNS}, sum(token_count) OVER (ORDER BY seq) AS running
+    FROM messages
+    WHERE conversation_id = ?1 AND role = 'system' AND seq > ?4 AND seq < ?3
+      AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2)
+) WHERE running <= ?5
+ORDER BY seq
+"""
+_UPDATABLE = ("title", "metadata", "summary", "summary_up_to_seq", "summary_token_count")
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = ?1"
 )
@@ -62,7 +102,7 @@ _APPEND_COUNTERS = (
 )
 _APPEND_MESSAGE = (
     f"INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
 )
 _PAGE = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND EXISTS "
@@ -93,31 +133,23 @@ def _parse_ts(value: str) -> datetime:
 
 
 def _conversation(row: Sequence[Any]) -> Conversation:
-    cid, title, metadata, created_at, updated_at, message_count, last_seq = row
-    return conversation(
-        UUID(cid),
-        title,
-        metadata,
-        _parse_ts(created_at),
-        _parse_ts(updated_at),
-        message_count,
-        last_seq,
-    )
+    # SQLite hands back ids and timestamps as text: columns 0 (id), 3 and 4 (timestamps).
+    cid, title, metadata, created_at, updated_at, *counts_and_summary = row
+    created, updated = _parse_ts(created_at), _parse_ts(updated_at)
+    return conversation(UUID(cid), title, metadata, created, updated, *counts_and_summary)
 
 
 def _message(row: Sequence[Any]) -> Message:
-    mid, cid, seq, role, content, tool_calls, tool_call_id, metadata, created_at = row
-    return message(
-        UUID(mid),
-        UUID(cid),
-        seq,
-        role,
-        content,
-        tool_calls,
-        tool_call_id,
-        metadata,
-        _parse_ts(created_at),
-    )
+    # Text ids in columns 0 and 1, the text timestamp in column 8.
+    mid, cid, seq, role, content, tool_calls, tool_call_id, metadata, created_at, tokens = row
+    created = _parse_ts(created_at)
+    fields = (seq, role, content, tool_calls, tool_call_id, metadata, created, tokens)
+    return message(UUID(mid), UUID(cid), *fields)
+
+
+def _brief(row: Sequence[Any]) -> Brief:
+    seq, role, tokens, tool_call_id, call_ids = row
+    return Brief(seq, role, tokens, tool_call_id, tuple(json.loads(call_ids)) if call_ids else ())
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -305,6 +337,26 @@ class SqliteBackend:
             )
         return [_conversation(row) for row in rows]
 
+    async def update_conversation(
+        self, *, user: str, conversation_id: UUID, changes: dict[str, Any]
+    ) -> Conversation | None:
+        args: list[Any] = [str(conversation_id), user]
+        sets = []
+        for column, value in changes.items():
+            if column not in _UPDATABLE:
+                raise KeyError(column)
+            args.append(value)
+            sets.append(f"{column} = ?{len(args)}")
+        sql = f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?1 AND user_id = ?2"
+        if changes.get("summary_up_to_seq") is not None:
+            n = list(changes).index("summary_up_to_seq") + 3
+            sql += (
+                f" AND ?{n} <= last_seq AND NOT EXISTS (SELECT 1 FROM messages m "
+                f"WHERE m.conversation_id = ?1 AND m.seq = ?{n} + 1 AND m.role = 'tool')"
+            )
+        row = await self._one(sql + f" RETURNING {CONVERSATION_COLUMNS}", *args)
+        return None if row is None else _conversation(row)
+
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         row = await self._one(_DELETE_CONVERSATION, str(conversation_id), user)
         return None if row is None else int(row[0])
@@ -337,6 +389,7 @@ class SqliteBackend:
                         message.tool_call_id,
                         metadata,
                         created_at,
+                        message.token_count,
                         user,
                         message.idempotency_key,
                     ),
@@ -375,6 +428,40 @@ class SqliteBackend:
     async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool:
         row = await self._one(_CONVERSATION_EXISTS, str(conversation_id), user)
         return row is not None
+
+    # -- context windows -------------------------------------------------------------------
+
+    async def context_head(
+        self, *, user: str, conversation_id: UUID, count: int
+    ) -> ContextHead | None:
+        rows = await self._fetch(_CONTEXT_HEAD, str(conversation_id), user, count)
+        heads = [row for row in rows if row[0] is None]
+        if not heads:
+            return None
+        _, summary, summary_tokens, _, _, up_to, last_seq = heads[0]
+        briefs = [_brief(row[:5]) for row in rows if row[0] is not None]
+        briefs.sort(key=lambda brief: -brief.seq)
+        return ContextHead(summary, up_to, summary_tokens or 0, last_seq, briefs)
+
+    async def context_rows(
+        self, *, user: str, conversation_id: UUID, below: int, above: int, count: int
+    ) -> list[Brief]:
+        rows = await self._fetch(_CONTEXT_ROWS, str(conversation_id), user, below, above, count)
+        return [_brief(row) for row in rows]
+
+    async def context_messages(
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        from_seq: int,
+        system_after: int,
+        system_budget: int | None,
+    ) -> list[Message]:
+        rows = await self._fetch(
+            _CONTEXT_MESSAGES, str(conversation_id), user, from_seq, system_after, system_budget
+        )
+        return [_message(row) for row in rows]
 
     # -- users -----------------------------------------------------------------------------
 

@@ -21,30 +21,28 @@ from mcp_types import CallToolResult, Tool
 from tests.leaks import clean
 from tests.support import error_text, structured
 
-CONVERSATION_KEYS = {
-    "id",
-    "title",
-    "metadata",
-    "created_at",
-    "updated_at",
-    "message_count",
-    "last_seq",
-}
-MESSAGE_KEYS = {
-    "id",
-    "conversation_id",
-    "seq",
-    "role",
-    "content",
-    "tool_calls",
-    "tool_call_id",
-    "metadata",
-    "created_at",
-}
+#: Every tool, by name, sorted.
+TOOL_NAMES = [
+    "append_message",
+    "create_conversation",
+    "delete_conversation",
+    "get_context",
+    "get_conversation",
+    "list_conversations",
+    "list_messages",
+    "update_conversation",
+]
 
 #: The tools that take a ``conversation_id`` (everything but create/list_conversations).
-ID_TOOLS = ("get_conversation", "append_message", "list_messages", "delete_conversation")
-READ_TOOLS = ("list_conversations", "get_conversation", "list_messages")
+ID_TOOLS = (
+    "get_conversation",
+    "append_message",
+    "list_messages",
+    "delete_conversation",
+    "get_context",
+    "update_conversation",
+)
+READ_TOOLS = ("list_conversations", "get_conversation", "list_messages", "get_context")
 
 RESOURCE_PREFIX = "chatstore://conversations/"
 
@@ -60,6 +58,10 @@ def args_for(tool: str, conversation_id: str) -> dict[str, Any]:
     """Minimal valid arguments for one of the ``ID_TOOLS``."""
     if tool == "append_message":
         return {"conversation_id": conversation_id, "role": "user", "content": "hello"}
+    if tool == "get_context":
+        return {"conversation_id": conversation_id, "max_tokens": 1000}
+    if tool == "update_conversation":
+        return {"conversation_id": conversation_id, "title": "renamed"}
     return {"conversation_id": conversation_id}
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from mcp import Client
 from mcp_types import TextContent, TextResourceContents
 
-from mcp_server.server import ChatstoreServer
+from mcp_server.server import ChatstoreServer, create_server
+from store import ConversationStore, Settings
 from tests.mcp_server.helpers import (
     RESOURCE_PREFIX,
     new_conversation,
@@ -170,9 +171,13 @@ async def test_resume_returns_the_conversation_as_prompt_messages(
             {
                 "role": "assistant",
                 "content": "Checking.",
-                "tool_calls": [{"id": "c1", "name": "search_flights"}],
+                "tool_calls": [
+                    {"id": "c1", "name": "search_flights"},
+                    {"id": "c2", "type": "function", "function": {"name": "hotels"}},
+                ],
             },
             {"role": "tool", "content": "3 flights", "tool_call_id": "c1"},
+            {"role": "tool", "content": "2 hotels", "tool_call_id": "c2"},
             {"role": "assistant", "content": "Found 3 flights."},
         ]
         for turn in turns:
@@ -184,28 +189,45 @@ async def test_resume_returns_the_conversation_as_prompt_messages(
     for message in result.messages:
         assert isinstance(message.content, TextContent)
         texts.append(message.content.text)
-    # A preface naming the conversation, then one prompt message per stored message.
-    assert roles == ["user", "user", "user", "assistant", "user", "assistant"]
+    # The server's framing (naming the conversation, carrying its system instructions, which
+    # are not the user's words), then each message in its role; tool results are the
+    # assistant's, after the call.
+    assert roles == ["user", "user", "assistant", "assistant", "assistant", "assistant"]
     assert cid in texts[0]
     assert "Trip" in texts[0]
-    assert "Be brief." in texts[1]
-    assert texts[2] == "Plan a trip"
-    assert texts[3].startswith("Checking.")
-    assert "search_flights" in texts[3]
-    assert "3 flights" in texts[4]
-    assert "c1" in texts[4]
+    assert "Be brief." in texts[0]
+    assert not any("Be brief." in text for text in texts[1:])
+    assert texts[1] == "Plan a trip"
+    assert texts[2].startswith("Checking.")
+    assert "search_flights" in texts[2] and "hotels" in texts[2]
+    assert "3 flights" in texts[3] and "c1" in texts[3]
+    assert "2 hotels" in texts[4] and "c2" in texts[4]
     assert texts[5] == "Found 3 flights."
 
 
-async def test_resume_carries_the_latest_50_messages(server: ChatstoreServer) -> None:
-    async with Client(server) as client:
-        cid = await new_conversation(client, *(f"m{n}" for n in range(1, 56)))
+async def test_resume_carries_what_get_context_gives_for_the_resume_budget(
+    settings: Settings, store: ConversationStore, user: str
+) -> None:
+    """CHATSTORE_RESUME_TOKENS is the budget; the summary comes first when there is one."""
+    tight = settings.model_copy(update={"resume_tokens": 40})
+    async with Client(create_server(tight, stdio_user=user, store=store)) as client:
+        cid = await new_conversation(client, *(f"message number {n}" for n in range(1, 56)))
+        await ok(
+            client,
+            "update_conversation",
+            conversation_id=cid,
+            summary="They counted to ten.",
+            summary_up_to_seq=10,
+        )
         result = await client.get_prompt(PROMPT, {"conversation_id": cid})
+        context = await ok(client, "get_context", conversation_id=cid, max_tokens=40)
     texts = []
-    for message in result.messages[1:]:
+    for message in result.messages:
         assert isinstance(message.content, TextContent)
         texts.append(message.content.text)
-    assert texts == [f"m{n}" for n in range(6, 56)]
+    assert "They counted to ten." in texts[0]
+    assert texts[1:] == [m["content"] for m in context["messages"]]
+    assert context["truncated"] is True and 0 < len(context["messages"]) < 45
 
 
 async def test_resume_of_an_unknown_or_malformed_id_fails(server: ChatstoreServer) -> None:

@@ -38,6 +38,7 @@ def _page() -> MessagePage:
             tool_call_id=None,
             metadata={"n": seq, "nested": {"ok": True}},
             created_at=datetime(2026, 12, 1, 9, 0, seq, 1, tzinfo=UTC),
+            token_count=seq * 7,
         )
         for seq in range(1, 6)
     ]

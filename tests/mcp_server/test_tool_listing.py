@@ -19,16 +19,14 @@ from mcp import Client
 
 from mcp_server.server import create_server
 from store import Settings
-from tests.mcp_server.helpers import READ_TOOLS, TOOLS_SNAPSHOT, listing_json, tool_listing
-
-TOOL_NAMES = [
-    "append_message",
-    "create_conversation",
-    "delete_conversation",
-    "get_conversation",
-    "list_conversations",
-    "list_messages",
-]
+from tests.mcp_server.helpers import (
+    ID_TOOLS,
+    READ_TOOLS,
+    TOOL_NAMES,
+    TOOLS_SNAPSHOT,
+    listing_json,
+    tool_listing,
+)
 
 
 def contract_settings(data_dir: Path) -> Settings:
@@ -40,6 +38,7 @@ def contract_settings(data_dir: Path) -> Settings:
         max_title_chars=200,
         max_metadata_bytes=16 * 1024,
         max_tool_calls_bytes=64 * 1024,
+        max_summary_chars=100_000,
     )
 
 
@@ -83,8 +82,9 @@ async def test_tool_names_annotations_and_schemas(tmp_path: Path) -> None:
     delete = listing["delete_conversation"]["annotations"]
     assert delete["destructiveHint"] is True
     assert delete["idempotentHint"] is True
-    for name in ("create_conversation", "append_message"):
+    for name in ("create_conversation", "append_message", "update_conversation"):
         assert listing[name]["annotations"]["destructiveHint"] is False
+    assert listing["update_conversation"]["annotations"]["idempotentHint"] is True
 
 
 async def test_no_tool_takes_a_user(tmp_path: Path) -> None:
@@ -109,7 +109,17 @@ async def test_input_schemas_state_the_contract_bounds(tmp_path: Path) -> None:
     assert bounds("get_conversation", "recent_messages") == (0, 200, 0)
     roles = prop("append_message", "role")["enum"]
     assert sorted(roles) == ["assistant", "system", "tool", "user"]
-    for tool in ("get_conversation", "append_message", "list_messages", "delete_conversation"):
+    for tool in ID_TOOLS:
         assert "conversation_id" in listing[tool]["required"], tool
-    assert set(listing["append_message"]["required"]) == {"conversation_id", "role", "content"}
+    # content may be left out (v2): it is "" then, allowed only beside tool_calls.
+    assert set(listing["append_message"]["required"]) == {"conversation_id", "role"}
+    assert prop("append_message", "content")["default"] == ""
+    assert prop("append_message", "content")["maxLength"] == 100_000
+    assert set(listing["get_context"]["required"]) == {"conversation_id", "max_tokens"}
+    budget = prop("get_context", "max_tokens")
+    assert (budget["minimum"], budget["maximum"]) == (1, 2_000_000)
+    assert prop("get_context", "keep_system")["default"] is True
+    assert set(listing["update_conversation"]["required"]) == {"conversation_id"}
+    summary = prop("update_conversation", "summary")["anyOf"][0]
+    assert summary["maxLength"] == 100_000
     assert "required" not in listing["create_conversation"]

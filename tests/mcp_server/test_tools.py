@@ -18,16 +18,14 @@ from mcp import Client
 from mcp_server.server import ChatstoreServer, create_server
 from store import ConversationStore, Settings
 from tests.mcp_server.helpers import (
-    CONVERSATION_KEYS,
     ID_TOOLS,
-    MESSAGE_KEYS,
     args_for,
     fail,
     new_conversation,
     ok,
     random_id,
 )
-from tests.support import RFC3339_MICROS
+from tests.support import CONVERSATION_KEYS, MESSAGE_KEYS, RFC3339_MICROS
 
 
 def seqs(page: dict[str, Any]) -> list[int]:

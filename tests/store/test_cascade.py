@@ -66,7 +66,7 @@ async def test_the_database_refuses_orphans(
     with pytest.raises((asyncpg.ForeignKeyViolationError, sqlite3.IntegrityError)):
         await raw.execute(
             "INSERT INTO messages (id, conversation_id, user_id, seq, role, content, metadata, "
-            "created_at) VALUES ($1, $2, $3, 1, 'user', 'x', '{}', $4)",
+            "created_at, token_count) VALUES ($1, $2, $3, 1, 'user', 'x', '{}', $4, 1)",
             conversation.id,
             conversation.id,
             user,

@@ -14,6 +14,7 @@ from store.schemas import Conversation, ConversationPage
 from store.store import ConversationStore
 from tests.rawdb import RawDB
 from tests.store.helpers import append_many, conversation_with, parse_rfc3339
+from tests.support import CONVERSATION_KEYS
 
 
 async def _all_pages(store: ConversationStore, user: str, limit: int) -> list[ConversationPage]:
@@ -44,15 +45,7 @@ async def test_create_returns_the_contract_shape(store: ConversationStore, user:
     created = await store.create_conversation(user=user, title="Trip plans", metadata={"k": 1})
     dumped = created.model_dump(mode="json")
 
-    assert set(dumped) == {
-        "id",
-        "title",
-        "metadata",
-        "created_at",
-        "updated_at",
-        "message_count",
-        "last_seq",
-    }
+    assert set(dumped) == CONVERSATION_KEYS
     assert str(uuid.UUID(dumped["id"])) == dumped["id"]
     assert dumped["title"] == "Trip plans"
     assert dumped["metadata"] == {"k": 1}

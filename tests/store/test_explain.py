@@ -28,7 +28,7 @@ pytestmark = pytest.mark.postgres_only
 
 _MESSAGE_SELECT = (
     "SELECT id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, "
-    "created_at FROM messages WHERE conversation_id = $1 AND EXISTS "
+    "created_at, token_count FROM messages WHERE conversation_id = $1 AND EXISTS "
     "(SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2) "
 )
 MESSAGES_LATEST = _MESSAGE_SELECT + "ORDER BY seq DESC LIMIT $3"
@@ -36,8 +36,8 @@ MESSAGES_BEFORE = _MESSAGE_SELECT + "AND seq < $3 ORDER BY seq DESC LIMIT $4"
 MESSAGES_AFTER = _MESSAGE_SELECT + "AND seq > $3 AND seq <= $3 + $4 ORDER BY seq ASC LIMIT $4"
 
 _CONVERSATION_SELECT = (
-    "SELECT id, title, metadata, created_at, updated_at, message_count, last_seq "
-    "FROM conversations WHERE user_id = $1 "
+    "SELECT id, title, metadata, created_at, updated_at, message_count, last_seq, "
+    "summary, summary_up_to_seq FROM conversations WHERE user_id = $1 "
 )
 CONVERSATIONS_FIRST = _CONVERSATION_SELECT + "ORDER BY updated_at DESC, id DESC LIMIT $2"
 CONVERSATIONS_NEXT = (
@@ -72,12 +72,12 @@ FROM generate_series(1, {USERS}) u,
 
 INSERT INTO messages
     (id, conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-     idempotency_key, created_at)
+     idempotency_key, created_at, token_count)
 SELECT gen_random_uuid(), c.id, c.user_id, s,
        CASE WHEN s % 2 = 1 THEN 'user' ELSE 'assistant' END,
        repeat('words of a message ', (1 + s % 12)::int), NULL, NULL, '{{}}'::jsonb,
        CASE WHEN s % 3 = 0 THEN 'key-' || s END,
-       c.created_at + (s || ' seconds')::interval
+       c.created_at + (s || ' seconds')::interval, 4 * (1 + s % 12)
 FROM conversations c, generate_series(1, c.last_seq) s;
 
 ANALYZE;

@@ -13,6 +13,7 @@ from store.errors import InvalidArgument
 from store.store import ConversationStore
 from tests.rawdb import RawDB
 from tests.store.helpers import parse_rfc3339, snapshot
+from tests.support import MESSAGE_KEYS
 
 CALL: dict[str, Any] = {"id": "call_1", "name": "get_weather"}
 
@@ -28,17 +29,7 @@ async def test_append_returns_the_contract_shape(store: ConversationStore, user:
         metadata={"lang": "en"},
     )
     dumped = message.model_dump(mode="json")
-    assert set(dumped) == {
-        "id",
-        "conversation_id",
-        "seq",
-        "role",
-        "content",
-        "tool_calls",
-        "tool_call_id",
-        "metadata",
-        "created_at",
-    }
+    assert set(dumped) == MESSAGE_KEYS
     assert str(uuid.UUID(dumped["id"])) == dumped["id"]
     assert dumped["conversation_id"] == str(conversation.id)
     assert dumped["seq"] == 1

@@ -26,6 +26,7 @@ def _values() -> dict[str, object]:
         "tool_call_id": None,
         "metadata": {"k": [1, 2.5, None]},
         "created_at": datetime(2026, 12, 1, 9, 30, 0, 123456, tzinfo=UTC),
+        "token_count": 17,
     }
 
 
