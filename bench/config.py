@@ -45,6 +45,9 @@ class Profile:
     w5_page: int
     w5_page_number: int
     w5_reads: int
+    # W8: get_context on a long conversation and on the 1M store's deepest one.
+    w8_budget: int
+    w8_reads: int
     # W6: MCP round trips (in-process, stdio, streamable HTTP) against the bare store call.
     w6_messages: int
     w6_page: int
@@ -97,6 +100,8 @@ FULL = Profile(
     w7_users=4,
     w7_conversations_per_user=2,
     w7_seed_messages=100,
+    w8_budget=8_000,
+    w8_reads=500,
     repeats=5,
     read_warmup=50,
     budget_s=90.0,
@@ -118,6 +123,7 @@ QUICK = replace(
     w6_appends=40,
     w6_warmup=10,
     w7_seconds=5.0,
+    w8_reads=150,
     repeats=1,
     read_warmup=20,
     budget_s=10.0,

@@ -42,7 +42,7 @@ SELECT md5('chatstore-bench:message:' || c.id::text || ':' || s)::uuid,
        left(repeat(md5(c.id::text || ':' || s) || ' ', 13), 380 + (s % 41)::int),
        NULL, NULL, '{}'::jsonb, NULL,
        c.created_at + s * interval '1 millisecond',
-       -- about what o200k_base gives these hex words: one token per four characters
+       -- synthetic counts (these are not tokenized): one token per four characters
        (380 + (s % 41)::int) / 4
 FROM conversations AS c
 CROSS JOIN LATERAL generate_series($2::bigint, LEAST($3::bigint, c.last_seq)) AS s
@@ -65,10 +65,28 @@ def stable_id(*parts: object) -> uuid.UUID:
     return uuid.UUID(hashlib.md5(name.encode()).hexdigest())
 
 
+#: Words for the messages the benchmark writes itself: English text, as agents' messages are
+#: (a tokenizer's cost depends on the text: random hex takes ~2.5x as many tokens).
+_WORDS = (
+    "the of and to in is you that it he was for on are as with his they at be this have from "
+    "or one had by word but not what all were we when your can said there use an each which "
+    "she do how their if will up other about out many then them these so some her would make "
+    "like him into time has look two more write go see number no way could people my than "
+    "first water been call who oil its now find long down day did get come made may part "
+    "train ticket station morning evening weather hotel booking flight seat window price"
+).split()
+
+
 def message_content(index: int) -> str:
-    """About 400 characters of text for a message written by the benchmark itself."""
-    digest = hashlib.md5(f"chatstore-bench:{index}".encode()).hexdigest()
-    return (f"{index:08d} " + (digest + " ") * 13)[: 380 + index % 41]
+    """About 400 characters of English words for a message written by the benchmark."""
+    digest = hashlib.sha256(f"chatstore-bench:{index}".encode()).digest()
+    length = 380 + index % 41
+    words = [f"{index:08d}"]
+    k = 0
+    while sum(len(word) + 1 for word in words) <= length:
+        words.append(_WORDS[(digest[k % len(digest)] + 7 * k) % len(_WORDS)])
+        k += 1
+    return " ".join(words)[:length]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +166,13 @@ async def populate(
         done += int(status.rsplit(" ", 1)[1])
         if progress is not None:
             progress(done, total, time.perf_counter() - started)
+    # What chatstore's appends keep on the conversation row: the sum of its token counts.
+    for lo in range(0, len(specs), 5_000):
+        await conn.execute(
+            "UPDATE conversations SET token_total = (SELECT coalesce(sum(token_count), 0) "
+            "FROM messages WHERE conversation_id = conversations.id) WHERE id = ANY($1::uuid[])",
+            [spec.id for spec in specs[lo : lo + 5_000]],
+        )
     await conn.execute("RESET synchronous_commit")
     if done != total:
         raise RuntimeError(f"generated {done} messages, expected {total}")

@@ -27,9 +27,13 @@ __all__ = ["Floor", "Position"]
 Position = tuple[datetime, uuid.UUID]
 
 _MESSAGE_COLUMNS = (
-    "id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, created_at"
+    "id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, created_at, "
+    "token_count"
 )
-_CONVERSATION_COLUMNS = "id, title, metadata, created_at, updated_at, message_count, last_seq"
+_CONVERSATION_COLUMNS = (
+    "id, title, metadata, created_at, updated_at, message_count, last_seq, "
+    "summary, summary_up_to_seq"
+)
 
 APPEND_SQL = """
 WITH c AS (
@@ -57,6 +61,11 @@ LATEST_SQL = (
 BEFORE_SQL = (
     f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND {_OWNED} "
     "AND seq < $3 ORDER BY seq DESC LIMIT $4"
+)
+# get_context's floor: the same messages, when the caller already knows where they start.
+FROM_SEQ_SQL = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND {_OWNED} "
+    "AND seq >= $3 ORDER BY seq"
 )
 CONVERSATIONS_FIRST_SQL = (
     f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1 "
@@ -125,6 +134,13 @@ class Floor:
         page = rows[:limit]
         page.reverse()
         return page, len(rows) > limit
+
+    async def from_seq(
+        self, conversation_id: uuid.UUID, user: str, seq: int
+    ) -> list[asyncpg.Record]:
+        """Every message from ``seq`` on, ascending: a context window whose start is known."""
+        rows: list[asyncpg.Record] = await self.conn.fetch(FROM_SEQ_SQL, conversation_id, user, seq)
+        return rows
 
     async def conversations(
         self, user: str, limit: int, position: Position | None = None

@@ -32,7 +32,8 @@ _MARKER = "chatstore-bench large dataset "
 class LargeSpec:
     """1,000 users, 10,000 conversations, one of 500,100 messages, 1,005,000 in all."""
 
-    version: int = 1
+    #: 3: messages carry token_count, conversations token_total (context-window schema).
+    version: int = 3
     users: int = 1_000
     conversations: int = 10_000
     deep_messages: int = 500_100

@@ -15,117 +15,202 @@ The rules (the contract's):
   in the budget the suffix left over, as long as they fit (the first that does not fit ends
   them).
 
-Cost: the walk reads the candidates backwards through the (conversation_id, seq) index, a
-page at a time, only seq/role/token_count/tool-call ids, and stops once the running sum
-exceeds the budget (no earlier start could fit); then the chosen messages are read whole.
-What is read grows with what is returned, never with the conversation's length.
+Cost: one statement (the backend's ``context_window``) reads back from the last message through
+the (conversation_id, seq) index with a running token sum, as many rows as the budget holds at
+the conversation's tokens per message (twice over), and returns those up to the first that
+passes the budget: no earlier start could fit. The same statement reads the older system
+messages through a partial index. When the walk stops short (the latest messages are larger
+than the average), it reads on here, a page at a time. What is read grows with what is
+returned, never with the conversation's length.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Protocol
 from uuid import UUID
 
 from store._pydantic import trusted
-from store.backends.base import Backend, Brief, ContextHead
+from store.backends.base import Backend, ContextWindow, Window
 from store.errors import NotFound
 from store.schemas import Context, Message
 
-__all__ = ["build_context", "choose_start"]
+__all__ = ["Candidate", "build_context", "choose_start"]
 
-#: Rows in the first backwards page, and the most in any page (pages double up to it).
-_FIRST_PAGE = 64
-_MAX_PAGE = 4096
+#: Older system messages read with the window (more are asked for only while all fit).
+_SYSTEMS = 64
+#: The most messages one read of the walk takes.
+_READS = 4096
 
 
-def choose_start(rows: Sequence[Brief], *, complete: bool, budget: int) -> int | None:
+class Candidate(Protocol):
+    """What the choice of a cut reads of a message (``store.schemas.Message`` has it)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def token_count(self) -> int: ...
+    @property
+    def tool_call_id(self) -> str | None: ...
+    @property
+    def tool_calls(self) -> list[dict[str, Any]] | None: ...
+
+
+def choose_start(rows: Sequence[Candidate], *, complete: bool, budget: int) -> int | None:
     """Where the returned suffix of ``rows`` (ascending seq) starts, or None for no message.
 
     ``rows`` are the latest candidates; ``complete`` says whether they are all of them (the
     first is then the first candidate). The caller walks back until the running sum of tokens
     exceeds ``budget`` or the candidates run out, so no start before ``rows`` could fit.
     """
-    n = len(rows)
-    # answered_by[j] for a tool message: the index of the assistant message, before it, whose
-    # tool_calls hold its tool_call_id (-1 when none among the rows: it cannot be returned).
-    latest_call: dict[str, int] = {}
-    answered: list[int] = []
-    for index, row in enumerate(rows):
-        if row.role == "tool":
-            answered.append(latest_call.get(row.tool_call_id or "", -1))
-        else:
-            answered.append(index)
-            for call_id in row.call_ids:
-                latest_call[call_id] = index
-    # Walk starts from the end: a start is legal when every tool message from it on has its
-    # assistant at or after it.
-    fits: list[bool] = [False] * n
-    legal: list[bool] = [False] * n
-    total, earliest_assistant = 0, n
-    for index in range(n - 1, -1, -1):
-        total += rows[index].tokens
-        earliest_assistant = min(earliest_assistant, answered[index])
-        fits[index] = total <= budget
-        legal[index] = rows[index].role != "tool" and index <= earliest_assistant
-
-    def turn(index: int) -> bool:
-        return rows[index].role == "user" or (index == 0 and complete)
-
-    for index in range(n):
-        if fits[index] and legal[index] and turn(index):
-            return index
-    # Not even the latest turn fits: start inside it, never at a tool message.
-    latest_turn = max((i for i in range(n) if turn(i)), default=0)
-    for index in range(latest_turn, n):
-        if fits[index] and legal[index]:
-            return index
-    return None
+    # One pass backwards from the end, while the suffix fits. A start is legal when it is
+    # not a tool message and every tool message from it on has, at or after it, the
+    # assistant message whose tool_calls hold its tool_call_id: going backwards, a tool
+    # message waits for its call until an assistant message making that call is passed.
+    waiting: dict[object, int] = {}
+    unanswered = 0
+    best = fallback = latest_turn = None
+    total = 0
+    for index in range(len(rows) - 1, -1, -1):
+        row = rows[index]
+        total += row.token_count
+        if total > budget:
+            break
+        role = row.role
+        if role == "tool":
+            waiting[row.tool_call_id] = waiting.get(row.tool_call_id, 0) + 1
+            unanswered += 1
+            continue
+        if waiting and row.tool_calls:
+            for call in row.tool_calls:
+                unanswered -= waiting.pop(call.get("id"), 0)
+        legal = unanswered == 0
+        turn = role == "user" or (index == 0 and complete)
+        if latest_turn is None:
+            # Still inside the latest turn: where a suffix may start when no turn fits.
+            fallback = index if legal else fallback
+            latest_turn = index if turn else None
+        if legal and turn:
+            best = index
+    return best if best is not None else fallback
 
 
 async def build_context(
     db: Backend, *, user: str, conversation_id: UUID, max_tokens: int, keep_system: bool
 ) -> Context:
-    head = await db.context_head(user=user, conversation_id=conversation_id, count=_FIRST_PAGE)
-    if head is None:
-        raise NotFound("no conversation with that id")
-    bound = head.summary_up_to_seq or 0
-    candidates = head.last_seq - bound
-    budget = max_tokens - (head.summary_tokens if head.summary is not None else 0)
-    if budget < 0:
-        return _context(conversation_id, None, [], candidates)  # the summary alone is too big
-    walked = list(head.rows)  # descending seq
-    total = sum(row.tokens for row in walked)
-    page = _FIRST_PAGE
-    while total <= budget and len(walked) < candidates:
-        page = min(page * 2, _MAX_PAGE)
-        more = await db.context_rows(
-            user=user,
-            conversation_id=conversation_id,
-            below=walked[-1].seq,
-            above=bound,
-            count=page,
-        )
-        if not more:
-            break  # truncated or deleted meanwhile
-        walked += more
-        total += sum(row.tokens for row in more)
-    rows = walked[::-1]
-    start = choose_start(rows, complete=len(rows) >= candidates, budget=budget)
-    if start is None:
-        return _context(conversation_id, head, [], candidates)
-    left = budget - sum(row.tokens for row in rows[start:])
-    messages = await db.context_messages(
+    window = await db.context_window(
         user=user,
         conversation_id=conversation_id,
-        from_seq=rows[start].seq,
-        system_after=bound,
-        system_budget=left if keep_system else None,
+        max_tokens=max_tokens,
+        keep_system=keep_system,
+        systems=_SYSTEMS,
+        reads=_READS,
     )
-    return _context(conversation_id, head, messages, candidates)
+    if window is None:
+        raise NotFound("no conversation with that id")
+    bound = window.summary_up_to_seq or 0
+    candidates = window.last_seq - bound
+    budget = max_tokens - (window.summary_tokens if window.summary is not None else 0)
+    if budget < 0:
+        return _context(conversation_id, None, [], candidates)  # the summary alone is too big
+    if _short(window, budget, candidates):
+        window = await _read_on(db, user, conversation_id, window, budget, candidates)
+    rows = window.recent[::-1]
+    start = choose_start(rows, complete=len(rows) >= candidates, budget=budget)
+    if start is None:
+        return _context(conversation_id, window, [], candidates)
+    suffix = rows[start:]
+    kept: list[Message] = []
+    if keep_system:
+        left = budget - sum(m.token_count for m in suffix)
+        kept = await _kept_systems(db, user, conversation_id, window, rows[:start], left)
+    return _context(conversation_id, window, kept + suffix, candidates)
+
+
+def _short(window: ContextWindow, budget: int, candidates: int) -> bool:
+    """Whether the walk stopped before the budget and before the first candidate."""
+    walked = window.recent
+    return len(walked) < candidates and sum(m.token_count for m in walked) <= budget
+
+
+async def _read_on(
+    db: Backend,
+    user: str,
+    conversation_id: UUID,
+    window: ContextWindow,
+    budget: int,
+    candidates: int,
+) -> ContextWindow:
+    """Walk further back, a page at a time (pages double), until the budget is passed or the
+    candidates run out; the older system messages are then those before the new window."""
+    bound = window.summary_up_to_seq or 0
+    recent, count = list(window.recent), max(len(window.recent), 16)
+    total = sum(m.token_count for m in recent)
+    while total <= budget and len(recent) < candidates:
+        count = min(count * 2, _READS)
+        below = recent[-1].seq if recent else window.last_seq + 1
+        page = await db.message_page(
+            user=user, conversation_id=conversation_id, window=Window(count, before_seq=below)
+        )
+        page = [m for m in page if m.seq > bound]
+        if not page:
+            break  # truncated or deleted meanwhile
+        for message in page:
+            if total > budget:
+                break
+            recent.append(message)
+            total += message.token_count
+    older = await db.system_messages(
+        user=user,
+        conversation_id=conversation_id,
+        above=bound,
+        below=recent[-1].seq if recent else window.last_seq + 1,
+        count=_SYSTEMS,
+    )
+    return replace(window, recent=recent, older_systems=older)
+
+
+async def _kept_systems(
+    db: Backend,
+    user: str,
+    conversation_id: UUID,
+    window: ContextWindow,
+    before_cut: list[Message],
+    left: int,
+) -> list[Message]:
+    """The system messages older than the cut that fit in ``left``, oldest first, up to the
+    first that does not fit: those before the walked window (asked for more while all of
+    them fit), then those inside it."""
+    kept: list[Message] = []
+    older = window.older_systems
+    while True:
+        for message in older:
+            if message.token_count > left:
+                return kept
+            left -= message.token_count
+            kept.append(message)
+        if len(older) < _SYSTEMS:
+            break
+        older = await db.system_messages(
+            user=user,
+            conversation_id=conversation_id,
+            above=older[-1].seq,
+            below=window.recent[-1].seq,
+            count=_SYSTEMS,
+        )
+    for message in before_cut:
+        if message.role != "system":
+            continue
+        if message.token_count > left:
+            break
+        left -= message.token_count
+        kept.append(message)
+    return kept
 
 
 def _context(
-    conversation_id: UUID, head: ContextHead | None, messages: list[Message], candidates: int
+    conversation_id: UUID, head: ContextWindow | None, messages: list[Message], candidates: int
 ) -> Context:
     """The result: ``head``'s summary (``head`` None: the summary was left out), the
     ``messages``, and the totals."""

@@ -9,16 +9,20 @@ driver's text ids and timestamps first); JSON columns arrive as text.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
 from store._pydantic import trusted
+from store.backends.base import ContextWindow
 from store.schemas import Conversation, Message, NewMessage
 
 __all__ = [
     "CONVERSATION_COLUMNS",
     "MESSAGE_COLUMNS",
+    "context_window",
     "conversation",
     "load_json",
     "message",
@@ -118,3 +122,32 @@ def stored_message(
             "token_count": new.token_count,
         },
     )
+
+
+def context_window(
+    rows: Iterable[Sequence[Any]], build: Callable[[Sequence[Any]], Message]
+) -> ContextWindow | None:
+    """The ``ContextWindow`` from the rows of a backend's window statement: part 0 (the
+    conversation: summary, summary_up_to_seq, its tokens, last_seq), 1 (the walked messages)
+    and 2 (older system messages), each message's columns from the sixth on, built by
+    ``build``. None without a part 0: no such conversation for this user."""
+    head = None
+    recent: list[Message] = []
+    older: list[Message] = []
+    for row in rows:
+        if row[0] == 1:
+            recent.append(build(row[5:]))
+        elif row[0] == 2:
+            older.append(build(row[5:]))
+        else:
+            head = row
+    if head is None:
+        return None
+    # Both arrive in order in practice; UNION ALL does not promise it.
+    recent.sort(key=_SEQ, reverse=True)
+    older.sort(key=_SEQ)
+    _, summary, up_to, summary_tokens, last_seq, *_ = head
+    return ContextWindow(summary, up_to, summary_tokens or 0, last_seq, recent, older)
+
+
+_SEQ = attrgetter("seq")

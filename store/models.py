@@ -42,6 +42,9 @@ class Conversation(Model):
     summary = fields.TextField(null=True)
     summary_up_to_seq = fields.BigIntField(null=True)
     summary_token_count = fields.IntField(null=True)
+    # The sum of the messages' token counts, moved with every append: get_context sizes its
+    # first read from it (tokens per message). A hint only: results never depend on it.
+    token_total = fields.BigIntField(default=0)
 
     class Meta:
         table = "conversations"

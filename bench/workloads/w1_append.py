@@ -9,6 +9,7 @@ server's (``synchronous_commit`` as configured), identical for both sides.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 import uuid
 from typing import Any
@@ -17,12 +18,25 @@ from bench.checks import check_sequence, stored_messages
 from bench.context import BenchContext
 from bench.datagen import message_content
 from bench.floor import APPEND_SQL
-from bench.harness import CHATSTORE, FLOOR, Op, Target, compare, interleave
+from bench.harness import (
+    CHATSTORE,
+    FLOOR,
+    Figure,
+    Op,
+    Stats,
+    Target,
+    compare,
+    interleave,
+    percentile,
+)
 from bench.report import WorkloadResult
 from bench.workloads._common import ROLES, HotPath, hot_path_plans
 from bench.workloads._workload import Workload
+from store import ConversationStore
+from store.tokens import tokenizer
 
-TARGET = Target("<=", 1.2)
+#: chatstore counts every message's tokens at append time (the floor is handed a count).
+TARGET = Target("<=", 1.3)
 USER = "bench-w1"
 
 
@@ -105,7 +119,7 @@ async def run(ctx: BenchContext) -> WorkloadResult:
 
     started = time.perf_counter()
     fresh = uuid.uuid4()
-    floor_args = (measured_floor, USER, uuid.uuid4(), "user", "plan")
+    floor_args = (measured_floor, USER, uuid.uuid4(), "user", "plan", 1)
     result.plans += await hot_path_plans(
         ctx,
         "W1",
@@ -113,8 +127,35 @@ async def run(ctx: BenchContext) -> WorkloadResult:
         replace=lambda arg: fresh if appended and arg == appended[0] else arg,
     )
     ctx.log(f"W1: plans in {time.perf_counter() - started:.1f} s")
+    result.figures += [
+        tokenizer_cost(store, 400, repetitions=2000),
+        tokenizer_cost(store, 100_000, repetitions=40),
+    ]
     await ctx.profile_op("W1 append_message", ops(str(warm_store.id), warm_floor)[CHATSTORE], 1000)
     return result
+
+
+def tokenizer_cost(store: ConversationStore, chars: int, *, repetitions: int) -> Figure:
+    """What counting one message's tokens costs (wall time on this process, per call)."""
+    counter = tokenizer(store.settings.tokenizer)
+    text = " ".join(message_content(n) for n in range(chars // 380 + 1))[:chars]
+    samples = []
+    for _ in range(repetitions):
+        before = time.perf_counter_ns()
+        counter.count_message(text, None)
+        samples.append((time.perf_counter_ns() - before) / 1000)
+    size = max(1, len(samples) // 5)
+    slices = [percentile(samples[i : i + size], 50) for i in range(0, len(samples), size)]
+    return Figure(
+        workload="W1",
+        key=f"tokenizer_{chars}",
+        label=f"tokenizer ({counter.name}): one {chars:,}-character message (English words)",
+        unit="µs",
+        ratio=math.nan,
+        basis="median time of Tokenizer.count_message per message, this process",
+        numerator=Stats.of(samples),
+        slice_values=slices,
+    )
 
 
 WORKLOAD = Workload("W1", "sequential appends to one conversation", run)

@@ -23,7 +23,7 @@ from uuid import UUID
 from store.schemas import Conversation, Message, NewMessage
 from store.settings import Settings
 
-__all__ = ["Backend", "Brief", "ContextHead", "Duplicate", "Position", "Window"]
+__all__ = ["Backend", "ContextWindow", "Duplicate", "Position", "Window"]
 
 #: A place in ``list_conversations``' order: (updated_at, id) of the last row of a page.
 Position = tuple[datetime, UUID]
@@ -40,27 +40,22 @@ class Window:
 
 
 @dataclass(frozen=True, slots=True)
-class Brief:
-    """What get_context needs to know of a message before reading it whole."""
+class ContextWindow:
+    """What get_context reads of a conversation, in one statement.
 
-    seq: int
-    role: str
-    tokens: int
-    tool_call_id: str | None
-    #: The ids of an assistant message's tool_calls (empty for any other message).
-    call_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ContextHead:
-    """A conversation's summary and last seq, and its latest candidate messages (``rows``:
-    after ``summary_up_to_seq``, descending seq)."""
+    The summary and ``last_seq``; ``recent``: the candidates (after ``summary_up_to_seq``)
+    from the last one back to the first whose running token sum passes the budget left beside
+    the summary, or to the first candidate, descending seq (or fewer: see context_window);
+    ``older_systems``: the system candidates before those, ascending seq, at most as many as
+    asked for.
+    """
 
     summary: str | None
     summary_up_to_seq: int | None
     summary_tokens: int
     last_seq: int
-    rows: list[Brief]
+    recent: list[Message]
+    older_systems: list[Message]
 
 
 class Duplicate(Exception):
@@ -163,25 +158,24 @@ class Backend(Protocol):
 
     # -- context windows (store._context) --------------------------------------------------
 
-    async def context_head(
-        self, *, user: str, conversation_id: UUID, count: int
-    ) -> ContextHead | None:
-        """The summary and the latest ``count`` candidates, in one consistent read."""
-
-    async def context_rows(
-        self, *, user: str, conversation_id: UUID, below: int, above: int, count: int
-    ) -> list[Brief]:
-        """Up to ``count`` messages with ``above < seq < below``, descending seq."""
-
-    async def context_messages(
+    async def context_window(
         self,
         *,
         user: str,
         conversation_id: UUID,
-        from_seq: int,
-        system_after: int,
-        system_budget: int | None,
+        max_tokens: int,
+        keep_system: bool,
+        systems: int,
+        reads: int,
+    ) -> ContextWindow | None:
+        """The conversation's ``ContextWindow`` for a budget of ``max_tokens`` (up to
+        ``systems`` older system messages when ``keep_system``), or None when there is no
+        such conversation. The walk reads at most ``reads`` messages, sized from the
+        conversation's tokens per message: its cost grows with what fits, not with the
+        conversation's length. ``recent`` may stop short of the budget when the conversation's
+        messages are larger than their average; the caller reads on."""
+
+    async def system_messages(
+        self, *, user: str, conversation_id: UUID, above: int, below: int, count: int
     ) -> list[Message]:
-        """Messages from ``from_seq`` on and, with a ``system_budget``, the system messages
-        between ``system_after`` and ``from_seq`` whose running token sum (oldest first) stays
-        within it; all in ascending seq."""
+        """Up to ``count`` system messages with ``above < seq < below``, ascending seq."""

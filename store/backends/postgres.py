@@ -25,11 +25,12 @@ import asyncpg
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
+    context_window,
     conversation,
     message,
     stored_message,
 )
-from store.backends.base import Brief, ContextHead, Duplicate, Position, Window
+from store.backends.base import ContextWindow, Duplicate, Position, Window
 from store.errors import NotOpen, Unavailable
 from store.schemas import Conversation, Message, NewMessage
 from store.settings import APP_LABEL, Settings, database_credentials
@@ -81,6 +82,7 @@ WITH c AS (
     UPDATE conversations
     SET last_seq = last_seq + 1,
         message_count = message_count + 1,
+        token_total = token_total + $10,
         updated_at = GREATEST(updated_at, clock_timestamp())
     WHERE id = $1 AND user_id = $2
     RETURNING id, user_id, last_seq, updated_at
@@ -126,47 +128,53 @@ _CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1
 _DELETE_CONVERSATION = (
     "DELETE FROM conversations WHERE id = $1 AND user_id = $2 RETURNING message_count"
 )
-# get_context. The head is one statement: a row whose seq is NULL holding the summary, its
-# tokens, summary_up_to_seq and last_seq, beside the latest candidates (their briefs in the
-# first five columns); no row at all when the conversation is not this user's.
-_BRIEF = (
-    "m.seq, m.role, m.token_count, m.tool_call_id, CASE WHEN m.tool_calls IS NULL THEN NULL "
-    "ELSE ARRAY(SELECT e ->> 'id' FROM jsonb_array_elements(m.tool_calls) e) END"
+# get_context's window, in one statement. c: the conversation (no row when it is not this
+# user's), its summary's bound, the budget left beside the summary, and how many rows to read:
+# twice what the budget holds at this conversation's tokens per message (token_total), plus
+# some. w: those rows from the last one back with their running token sum (one backwards
+# index range scan, stopped by the LIMIT), of which only the ones up to the first that passes
+# the budget go back. Then the system messages before those (messages_system, a partial
+# index), oldest first. Rows: part 0 is c, 1 w, 2 the system messages; the message columns
+# follow the conversation's. Too few rows read (a stale token_total): store._context reads on.
+_NO_MESSAGE = (
+    "NULL::uuid, NULL::uuid, NULL::bigint, NULL, NULL, NULL::jsonb, NULL, NULL::jsonb, "
+    "NULL::timestamptz, NULL::int"
 )
-_CONTEXT_HEAD = f"""
+_CONTEXT_WINDOW = f"""
 WITH c AS (
-    SELECT summary, summary_up_to_seq, summary_token_count, last_seq
+    SELECT summary, summary_up_to_seq, summary_token_count, last_seq,
+           coalesce(summary_up_to_seq, 0) AS bound,
+           $3 - CASE WHEN summary IS NULL THEN 0 ELSE summary_token_count END AS budget,
+           least($6::bigint, 16 + ceil(2.0 * $3 * greatest(message_count, 1)
+                                        / greatest(token_total, 1))::bigint) AS reads
     FROM conversations WHERE id = $1 AND user_id = $2
-)
-SELECT NULL::bigint, summary, summary_token_count, NULL::text, NULL::text[], summary_up_to_seq,
-       last_seq
-FROM c
-UNION ALL
-(SELECT {_BRIEF}, NULL::bigint, NULL::bigint FROM messages m
- WHERE m.conversation_id = $1 AND m.seq > (SELECT coalesce(summary_up_to_seq, 0) FROM c)
- ORDER BY m.seq DESC LIMIT $3)
-"""
-_CONTEXT_ROWS = (
-    f"SELECT {_BRIEF} FROM messages m WHERE m.conversation_id = $1 AND EXISTS "
-    "(SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2) "
-    "AND m.seq < $3 AND m.seq > $4 ORDER BY m.seq DESC LIMIT $5"
-)
-# The suffix from the cut, and the system messages older than it whose running token sum
-# (oldest first) fits what the suffix left ($5; NULL keeps none). messages_system, a partial
-# index, finds those without reading the other messages before the cut.
-_CONTEXT_MESSAGES = f"""
-(SELECT {MESSAGE_COLUMNS} FROM messages
- WHERE conversation_id = $1 AND seq >= $3
-   AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2))
-UNION ALL
-(SELECT {MESSAGE_COLUMNS} FROM (
-    SELECT {MESSAGE_COLUMNS}, sum(token_count) OVER (ORDER BY seq) AS running
+),
+w AS (
+    SELECT seq, token_count, sum(token_count) OVER (ORDER BY seq DESC) AS running
     FROM messages
-    WHERE conversation_id = $1 AND role = 'system' AND seq > $4 AND seq < $3
-      AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2)
- ) s WHERE running <= $5)
-ORDER BY seq
+    WHERE conversation_id = $1 AND seq > (SELECT bound FROM c) AND (SELECT budget FROM c) >= 0
+    ORDER BY seq DESC LIMIT coalesce((SELECT reads FROM c), 0)
+),
+reach AS (SELECT min(seq) AS seq FROM w WHERE running - token_count <= (SELECT budget FROM c)),
+walked AS (
+    SELECT {MESSAGE_COLUMNS} FROM messages
+    WHERE conversation_id = $1 AND seq >= (SELECT seq FROM reach)
+    ORDER BY seq DESC LIMIT coalesce((SELECT reads FROM c), 0)
+)
+SELECT 0, summary, summary_up_to_seq, summary_token_count, last_seq, {_NO_MESSAGE} FROM c
+UNION ALL
+SELECT 1, NULL, NULL, NULL, NULL, {MESSAGE_COLUMNS} FROM walked
+UNION ALL
+(SELECT 2, NULL, NULL, NULL, NULL, {MESSAGE_COLUMNS} FROM messages
+ WHERE $4 AND conversation_id = $1 AND role = 'system' AND seq > (SELECT bound FROM c)
+   AND seq < coalesce((SELECT seq FROM reach), (SELECT last_seq + 1 FROM c))
+ ORDER BY seq LIMIT $5)
 """
+_SYSTEM_MESSAGES = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND EXISTS "
+    "(SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2) "
+    "AND role = 'system' AND seq > $3 AND seq < $4 ORDER BY seq LIMIT $5"
+)
 #: update_conversation's columns, with the cast each parameter needs.
 _UPDATABLE = {
     "title": "",
@@ -209,15 +217,6 @@ def _pool_options(settings: Settings) -> dict[str, Any]:
     options.setdefault("reset", _no_session_reset)
     options["server_settings"] = server_settings
     return options
-
-
-def _brief(row: Sequence[Any]) -> Brief:
-    seq, role, tokens, tool_call_id, call_ids = row
-    return Brief(seq, role, tokens, tool_call_id, tuple(call_ids or ()))
-
-
-def _descending(brief: Brief) -> int:
-    return -brief.seq
 
 
 class IdleConnections:
@@ -511,35 +510,25 @@ class PostgresBackend:
 
     # -- context windows -------------------------------------------------------------------
 
-    async def context_head(
-        self, *, user: str, conversation_id: UUID, count: int
-    ) -> ContextHead | None:
-        rows = await self._fetch(_CONTEXT_HEAD, conversation_id, user, count)
-        heads = [row for row in rows if row[0] is None]
-        if not heads:
-            return None
-        _, summary, summary_tokens, _, _, up_to, last_seq = heads[0]
-        briefs = sorted((_brief(row[:5]) for row in rows if row[0] is not None), key=_descending)
-        return ContextHead(summary, up_to, summary_tokens or 0, last_seq, briefs)
-
-    async def context_rows(
-        self, *, user: str, conversation_id: UUID, below: int, above: int, count: int
-    ) -> list[Brief]:
-        rows = await self._fetch(_CONTEXT_ROWS, conversation_id, user, below, above, count)
-        return [_brief(row) for row in rows]
-
-    async def context_messages(
+    async def context_window(
         self,
         *,
         user: str,
         conversation_id: UUID,
-        from_seq: int,
-        system_after: int,
-        system_budget: int | None,
-    ) -> list[Message]:
+        max_tokens: int,
+        keep_system: bool,
+        systems: int,
+        reads: int,
+    ) -> ContextWindow | None:
         rows = await self._fetch(
-            _CONTEXT_MESSAGES, conversation_id, user, from_seq, system_after, system_budget
+            _CONTEXT_WINDOW, conversation_id, user, max_tokens, keep_system, systems, reads
         )
+        return context_window(rows, lambda row: message(*row))
+
+    async def system_messages(
+        self, *, user: str, conversation_id: UUID, above: int, below: int, count: int
+    ) -> list[Message]:
+        rows = await self._fetch(_SYSTEM_MESSAGES, conversation_id, user, above, below, count)
         return [message(*row) for row in rows]
 
     # -- users -----------------------------------------------------------------------------

@@ -12,7 +12,6 @@ A file is migrated in place when it is opened: the embedded default needs no set
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,11 +25,12 @@ import aiosqlite
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
+    context_window,
     conversation,
     message,
     stored_message,
 )
-from store.backends.base import Brief, ContextHead, Duplicate, Position, Window
+from store.backends.base import ContextWindow, Duplicate, Position, Window
 from store.errors import NotOpen
 from store.schemas import Conversation, Message, NewMessage
 from store.settings import APP_LABEL, Settings, database_credentials
@@ -46,44 +46,40 @@ _CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1
 _DELETE_CONVERSATION = (
     "DELETE FROM conversations WHERE id = ?1 AND user_id = ?2 RETURNING message_count"
 )
-# get_context: as in the PostgreSQL backend (see there), with SQLite's JSON functions; the
-# tool-call ids come back as a JSON array.
-_BRIEF = (
-    "m.seq, m.role, m.token_count, m.tool_call_id, CASE WHEN m.tool_calls IS NULL THEN NULL "
-    "ELSE (SELECT json_group_array(json_extract(e.value, '$.id')) FROM json_each(m.tool_calls) e) "
-    "END"
-)
-_CONTEXT_HEAD = f"""
+# get_context's window, in one statement: as in the PostgreSQL backend (see there).
+_NO_MESSAGE = ", ".join("NULL" for _ in MESSAGE_COLUMNS.split(", "))
+_CONTEXT_WINDOW = f"""
 WITH c AS (
-    SELECT summary, summary_up_to_seq, summary_token_count, last_seq
+    SELECT summary, summary_up_to_seq, summary_token_count, last_seq,
+           coalesce(summary_up_to_seq, 0) AS bound,
+           ?3 - CASE WHEN summary IS NULL THEN 0 ELSE summary_token_count END AS budget,
+           min(?6, 16 + CAST(2.0 * ?3 * max(message_count, 1) / max(token_total, 1) AS INTEGER))
+               AS reads
     FROM conversations WHERE id = ?1 AND user_id = ?2
-)
-SELECT NULL, summary, summary_token_count, NULL, NULL, summary_up_to_seq, last_seq FROM c
+),
+w AS (
+    SELECT {MESSAGE_COLUMNS}, sum(token_count) OVER (ORDER BY seq DESC) AS running
+    FROM messages
+    WHERE conversation_id = ?1 AND seq > (SELECT bound FROM c) AND (SELECT budget FROM c) >= 0
+    ORDER BY seq DESC LIMIT coalesce((SELECT reads FROM c), 0)
+),
+walked AS (SELECT * FROM w WHERE running - token_count <= (SELECT budget FROM c))
+SELECT 0, summary, summary_up_to_seq, summary_token_count, last_seq, {_NO_MESSAGE} FROM c
+UNION ALL
+SELECT 1, NULL, NULL, NULL, NULL, {MESSAGE_COLUMNS} FROM walked
 UNION ALL
 SELECT * FROM (
-    SELECT {_BRIEF}, NULL, NULL FROM messages m
-    WHERE m.conversation_id = ?1 AND m.seq > (SELECT coalesce(summary_up_to_seq, 0) FROM c)
-    ORDER BY m.seq DESC LIMIT ?3
+    SELECT 2, NULL, NULL, NULL, NULL, {MESSAGE_COLUMNS} FROM messages
+    WHERE ?4 AND conversation_id = ?1 AND role = 'system' AND seq > (SELECT bound FROM c)
+      AND seq < (SELECT coalesce(min(seq), (SELECT last_seq + 1 FROM c)) FROM walked)
+    ORDER BY seq LIMIT ?5
 )
 """
-_CONTEXT_ROWS = (
-    f"SELECT {_BRIEF} FROM messages m WHERE m.conversation_id = ?1 AND EXISTS "
+_SYSTEM_MESSAGES = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND EXISTS "
     "(SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2) "
-    "AND m.seq < ?3 AND m.seq > ?4 ORDER BY m.seq DESC LIMIT ?5"
+    "AND role = 'system' AND seq > ?3 AND seq < ?4 ORDER BY seq LIMIT ?5"
 )
-_CONTEXT_MESSAGES = f"""
-SELECT {MESSAGE_COLUMNS} FROM messages
-WHERE conversation_id = ?1 AND seq >= ?3
-  AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2)
-UNION ALL
-SELECT {MESSAGE_COLUMNS} FROM (
-    SELECT {MESSAGE_COLUMNS}, sum(token_count) OVER (ORDER BY seq) AS running
-    FROM messages
-    WHERE conversation_id = ?1 AND role = 'system' AND seq > ?4 AND seq < ?3
-      AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2)
-) WHERE running <= ?5
-ORDER BY seq
-"""
 _UPDATABLE = ("title", "metadata", "summary", "summary_up_to_seq", "summary_token_count")
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = ?1"
@@ -97,7 +93,8 @@ _CONVERSATIONS_AFTER = (
 )
 _APPEND_COUNTERS = (
     "UPDATE conversations SET last_seq = last_seq + 1, message_count = message_count + 1, "
-    "updated_at = MAX(updated_at, ?1) WHERE id = ?2 AND user_id = ?3 "
+    "token_total = token_total + ?4, updated_at = MAX(updated_at, ?1) "
+    "WHERE id = ?2 AND user_id = ?3 "
     "RETURNING last_seq, updated_at"
 )
 _APPEND_MESSAGE = (
@@ -145,11 +142,6 @@ def _message(row: Sequence[Any]) -> Message:
     created = _parse_ts(created_at)
     fields = (seq, role, content, tool_calls, tool_call_id, metadata, created, tokens)
     return message(UUID(mid), UUID(cid), *fields)
-
-
-def _brief(row: Sequence[Any]) -> Brief:
-    seq, role, tokens, tool_call_id, call_ids = row
-    return Brief(seq, role, tokens, tool_call_id, tuple(json.loads(call_ids)) if call_ids else ())
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -373,7 +365,9 @@ class SqliteBackend:
             # and other processes) are serialised, so last_seq + 1 is never handed out twice,
             # and the clock is read under the lock, so updated_at follows commit order.
             now = _ts(datetime.now(UTC))
-            updated = await _rows(conn, _APPEND_COUNTERS, (now, str(conversation_id), user))
+            updated = await _rows(
+                conn, _APPEND_COUNTERS, (now, str(conversation_id), user, message.token_count)
+            )
             if updated:
                 seq, created_at = updated[0]
                 await _exec(
@@ -431,36 +425,25 @@ class SqliteBackend:
 
     # -- context windows -------------------------------------------------------------------
 
-    async def context_head(
-        self, *, user: str, conversation_id: UUID, count: int
-    ) -> ContextHead | None:
-        rows = await self._fetch(_CONTEXT_HEAD, str(conversation_id), user, count)
-        heads = [row for row in rows if row[0] is None]
-        if not heads:
-            return None
-        _, summary, summary_tokens, _, _, up_to, last_seq = heads[0]
-        briefs = [_brief(row[:5]) for row in rows if row[0] is not None]
-        briefs.sort(key=lambda brief: -brief.seq)
-        return ContextHead(summary, up_to, summary_tokens or 0, last_seq, briefs)
-
-    async def context_rows(
-        self, *, user: str, conversation_id: UUID, below: int, above: int, count: int
-    ) -> list[Brief]:
-        rows = await self._fetch(_CONTEXT_ROWS, str(conversation_id), user, below, above, count)
-        return [_brief(row) for row in rows]
-
-    async def context_messages(
+    async def context_window(
         self,
         *,
         user: str,
         conversation_id: UUID,
-        from_seq: int,
-        system_after: int,
-        system_budget: int | None,
-    ) -> list[Message]:
+        max_tokens: int,
+        keep_system: bool,
+        systems: int,
+        reads: int,
+    ) -> ContextWindow | None:
         rows = await self._fetch(
-            _CONTEXT_MESSAGES, str(conversation_id), user, from_seq, system_after, system_budget
+            _CONTEXT_WINDOW, str(conversation_id), user, max_tokens, keep_system, systems, reads
         )
+        return context_window(rows, _message)
+
+    async def system_messages(
+        self, *, user: str, conversation_id: UUID, above: int, below: int, count: int
+    ) -> list[Message]:
+        rows = await self._fetch(_SYSTEM_MESSAGES, str(conversation_id), user, above, below, count)
         return [_message(row) for row in rows]
 
     # -- users -----------------------------------------------------------------------------
