@@ -39,12 +39,13 @@ APPEND_SQL = """
 WITH c AS (
     UPDATE conversations
     SET last_seq = last_seq + 1, message_count = message_count + 1,
+        token_total = token_total + $6::int,
         updated_at = GREATEST(updated_at, clock_timestamp())
     WHERE id = $1 AND user_id = $2 RETURNING id, user_id, last_seq, updated_at
 )
 INSERT INTO messages (id, conversation_id, user_id, seq, role, content, metadata, created_at,
                       token_count)
-SELECT $3, c.id, c.user_id, c.last_seq, $4, $5, '{}'::jsonb, c.updated_at, $6 FROM c
+SELECT $3, c.id, c.user_id, c.last_seq, $4, $5, '{}'::jsonb, c.updated_at, $6::int FROM c
 RETURNING id, seq, created_at
 """
 

@@ -21,7 +21,7 @@ from mcp_server._sdk import protocol_errors
 from mcp_server.context import AppContext, ChatContext, acting_user, store_of, user_of
 from store import Context, ConversationWithMessages
 from store.contract import MAX_RECENT_MESSAGES
-from store.schemas import rfc3339
+from store.schemas import rfc3339, tool_call_name
 
 __all__ = [
     "RESOURCE_PREFIX",
@@ -97,7 +97,7 @@ def render_transcript(conversation: ConversationWithMessages) -> str:
         if message.content:
             lines.append(message.content)
         for call in message.tool_calls or []:
-            lines.append(f"\n_calls tool `{_call_name(call)}` (id `{call.get('id')}`)_")
+            lines.append(f"\n_calls tool `{tool_call_name(call)}` (id `{call.get('id')}`)_")
     return "\n".join(lines) + "\n"
 
 
@@ -126,19 +126,13 @@ def prompt_messages(title: str | None, context: Context) -> list[PromptMessage]:
         text = message.content
         if message.role == "assistant":
             for call in message.tool_calls or []:
-                text += f"\n[called tool {_call_name(call)} (id {call.get('id')})]"
+                text += f"\n[called tool {tool_call_name(call)} (id {call.get('id')})]"
             out.append(AssistantMessage(text))
         elif message.role == "tool":
             out.append(AssistantMessage(f"[result of tool call {message.tool_call_id}]\n{text}"))
         elif message.role == "user":
             out.append(UserMessage(text))
     return out
-
-
-def _call_name(call: dict[str, Any]) -> object:
-    """A tool call's name, in the flat shape or OpenAI's (``function.name``)."""
-    function = call.get("function")
-    return function.get("name") if isinstance(function, dict) else call.get("name")
 
 
 async def conversation_transcript(conversation_id: str, ctx: ChatContext) -> str:

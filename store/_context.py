@@ -13,7 +13,8 @@ The rules (the contract's):
   if not even the last message fits, nothing is returned.
 - With ``keep_system``, system messages older than the cut are kept too, first, oldest first,
   in the budget the suffix left over, as long as they fit (the first that does not fit ends
-  them).
+  them); those a summary covers included (the instructions the rest depends on are rarely
+  in a summary), though they are not candidates.
 
 Cost: one statement (the backend's ``context_window``) reads back from the last message through
 the (conversation_id, seq) index with a running token sum, as many rows as the budget holds at
@@ -32,11 +33,11 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from store._pydantic import trusted
-from store.backends.base import Backend, ContextWindow, Window
-from store.errors import NotFound
+from store.backends.base import Backend, ContextWindow, SummaryEnd, Window
+from store.errors import InvalidArgument, NotFound
 from store.schemas import Context, Message
 
-__all__ = ["Candidate", "build_context", "choose_start"]
+__all__ = ["Candidate", "build_context", "check_summary_end", "choose_start"]
 
 #: Older system messages read with the window (more are asked for only while all fit).
 _SYSTEMS = 64
@@ -55,6 +56,25 @@ class Candidate(Protocol):
     def tool_call_id(self) -> str | None: ...
     @property
     def tool_calls(self) -> list[dict[str, Any]] | None: ...
+
+
+def check_summary_end(seq: int, end: SummaryEnd) -> None:
+    """Refuse a summary ending at ``seq`` that get_context could not honour: beyond the
+    conversation, or separating tool results from the call they answer (the message after it
+    is a tool message, or it is the last message and an assistant one whose calls have no
+    results yet)."""
+    if seq > end.last_seq:
+        raise InvalidArgument(f"summary_up_to_seq must lie in 0 … last_seq ({end.last_seq})")
+    if end.next_role == "tool":
+        raise InvalidArgument(
+            f"the message after summary_up_to_seq (seq {seq + 1}) is a tool message; end the "
+            "summary before the assistant message that made the call"
+        )
+    if seq == end.last_seq and end.ending_role == "assistant" and end.ending_calls:
+        raise InvalidArgument(
+            f"message {seq} made tool calls whose results are not stored yet; end the summary "
+            "before it, or once its results are in"
+        )
 
 
 def choose_start(rows: Sequence[Candidate], *, complete: bool, budget: int) -> int | None:
@@ -115,7 +135,7 @@ async def build_context(
     if budget < 0:
         return _context(conversation_id, None, [], candidates)  # the summary alone is too big
     if _short(window, budget, candidates):
-        window = await _read_on(db, user, conversation_id, window, budget, candidates)
+        window = await _read_on(db, user, conversation_id, window, budget, candidates, keep_system)
     rows = window.recent[::-1]
     start = choose_start(rows, complete=len(rows) >= candidates, budget=budget)
     if start is None:
@@ -141,6 +161,7 @@ async def _read_on(
     window: ContextWindow,
     budget: int,
     candidates: int,
+    keep_system: bool,
 ) -> ContextWindow:
     """Walk further back, a page at a time (pages double), until the budget is passed or the
     candidates run out; the older system messages are then those before the new window."""
@@ -155,19 +176,23 @@ async def _read_on(
         )
         page = [m for m in page if m.seq > bound]
         if not page:
-            break  # truncated or deleted meanwhile
+            if not await db.conversation_exists(user=user, conversation_id=conversation_id):
+                raise NotFound("no conversation with that id")  # deleted meanwhile
+            break
         for message in page:
             if total > budget:
                 break
             recent.append(message)
             total += message.token_count
-    older = await db.system_messages(
-        user=user,
-        conversation_id=conversation_id,
-        above=bound,
-        below=recent[-1].seq if recent else window.last_seq + 1,
-        count=_SYSTEMS,
-    )
+    older: list[Message] = []
+    if keep_system:
+        older = await db.system_messages(
+            user=user,
+            conversation_id=conversation_id,
+            above=0,
+            below=recent[-1].seq if recent else window.last_seq + 1,
+            count=_SYSTEMS,
+        )
     return replace(window, recent=recent, older_systems=older)
 
 

@@ -14,6 +14,7 @@ import asyncio
 import shutil
 import sys
 import tempfile
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +65,16 @@ def tortoise_config(settings: Settings, *, with_aerich: bool = False) -> dict[st
     }
 
 
+#: The settings of the upgrade running in this task: a migration that needs them (the token
+#: counting one: which tokenizer) reads them here.
+_UPGRADING: ContextVar[Settings] = ContextVar("chatstore_upgrading")
+
+
+def upgrading() -> Settings:
+    """The settings of the database being migrated (the environment's outside an upgrade)."""
+    return _UPGRADING.get(None) or Settings()
+
+
 async def upgrade(settings: Settings, root: Path = MIGRATIONS_ROOT) -> list[str]:
     """Bring the configured database to head (the newest migration under ``root``); returns
     the migrations applied (may be none)."""
@@ -77,6 +88,7 @@ async def upgrade(settings: Settings, root: Path = MIGRATIONS_ROOT) -> list[str]
     location = str(migrations_location(settings.dialect, root))
     # aerich initialises Tortoise's global state; a private context keeps that state out of
     # any store already open in this process.
+    token = _UPGRADING.set(settings)
     with TortoiseContext() as ctx:
         try:
             command = Command(tortoise_config=config, app=APP_LABEL, location=location)
@@ -85,6 +97,7 @@ async def upgrade(settings: Settings, root: Path = MIGRATIONS_ROOT) -> list[str]
             return applied
         finally:
             await ctx.close_connections()
+            _UPGRADING.reset(token)
 
 
 def behind_error(missing: list[str]) -> SchemaBehind:

@@ -289,6 +289,17 @@ def _nonempty_text(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+def tool_call_name(call: dict[str, Any]) -> object:
+    """A tool call's name: ``name`` in the flat shape ``{id, name, arguments?}``, else
+    ``function.name`` in OpenAI's Chat Completions shape ``{id, type: "function", function:
+    {name, arguments}}``. Either shape is kept as sent."""
+    name = call.get("name")
+    function = call.get("function")
+    if not _nonempty_text(name) and isinstance(function, dict):
+        return function.get("name")
+    return name
+
+
 def _short_text(value: str | None, what: str, limit: int, *, blank: bool) -> str | None:
     """An optional identifier-like text: valid, not empty (nor only whitespace unless
     ``blank``), at most ``limit`` characters."""
@@ -336,11 +347,7 @@ class NewMessage(_Input):
         for index, call in enumerate(value):
             if not _nonempty_text(call.get("id")):
                 raise ValueError(f"tool_calls[{index}] needs a non-empty string 'id'")
-            # The flat shape {id, name, arguments?} or OpenAI's Chat Completions shape
-            # {id, type: "function", function: {name, arguments}}; either is kept as sent.
-            function = call.get("function")
-            name = function.get("name") if isinstance(function, dict) else call.get("name")
-            if not _nonempty_text(name):
+            if not _nonempty_text(tool_call_name(call)):
                 raise ValueError(
                     f"tool_calls[{index}] needs a non-empty string 'name' "
                     "(or 'function.name', in the OpenAI shape)"

@@ -14,6 +14,7 @@ from store.contract import (
     DEFAULT_RESUME_TOKENS,
     DEFAULT_TOKENIZER,
     MAX_CONTEXT_TOKENS,
+    MAX_TOKEN_COUNT,
     Limits,
     TokenizerName,
 )
@@ -39,11 +40,19 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
 
     # Limits. The contract's defaults; each can be raised or lowered by an operator.
-    max_content_chars: int = Field(default=DEFAULT_LIMITS.max_content_chars, ge=1)
+    # Counts are 32-bit: a content of N characters has at most N tokens, its tool_calls at
+    # most one per byte, so each limit stays below half of MAX_TOKEN_COUNT.
+    max_content_chars: int = Field(
+        default=DEFAULT_LIMITS.max_content_chars, ge=1, le=MAX_TOKEN_COUNT // 2
+    )
     max_title_chars: int = Field(default=DEFAULT_LIMITS.max_title_chars, ge=1)
     max_metadata_bytes: int = Field(default=DEFAULT_LIMITS.max_metadata_bytes, ge=2)
-    max_tool_calls_bytes: int = Field(default=DEFAULT_LIMITS.max_tool_calls_bytes, ge=2)
-    max_summary_chars: int = Field(default=DEFAULT_LIMITS.max_summary_chars, ge=1)
+    max_tool_calls_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_tool_calls_bytes, ge=2, le=MAX_TOKEN_COUNT // 2
+    )
+    max_summary_chars: int = Field(
+        default=DEFAULT_LIMITS.max_summary_chars, ge=1, le=MAX_TOKEN_COUNT
+    )
 
     # Context windows: the tokenizer that counts every message (one shipped in the
     # bpe-openai wheel: nothing is downloaded), and resume_conversation's budget.

@@ -24,15 +24,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Literal
 
-from store._context import build_context
+from store._context import build_context, check_summary_end
 from store._cursor import decode_cursor, encode_cursor
 from store._guard import Guard
 from store._pydantic import trusted
 from store.backends import Backend, Duplicate, Window, backend_class
 from store.contract import DEFAULT_CONVERSATION_PAGE, DEFAULT_MESSAGE_PAGE
-from store.errors import Conflict, InvalidArgument, NotFound, NotOpen
+from store.errors import Conflict, NotFound, NotOpen
 from store.schemas import (
     UNSET,
     Context,
@@ -100,8 +101,6 @@ class ConversationStore:
 
         if self._open:
             return
-        # Loading an encoding takes a moment: done here, not in the first append.
-        tokenizer(self._settings.tokenizer)
         try:
             with self._guard.opening():
                 await self._backend.open()
@@ -238,24 +237,22 @@ class ConversationStore:
                 if changes.summary is None
                 else tokenizer(self._settings.tokenizer).count(changes.summary)
             )
+
+        seq = changes.summary_up_to_seq
         db = self._db()
 
         async def op() -> Conversation:
             if not columns:
                 return await self._conversation(db, user, cid)
-            updated = await db.update_conversation(user=user, conversation_id=cid, changes=columns)
-            if updated is not None:
-                return updated
-            current = await self._conversation(db, user, cid)  # not found: NotFound
-            seq = changes.summary_up_to_seq
-            if seq is not None and seq > current.last_seq:
-                raise InvalidArgument(
-                    f"summary_up_to_seq must lie in 0 … last_seq ({current.last_seq})"
-                )
-            raise InvalidArgument(
-                f"the message after summary_up_to_seq (seq {seq} + 1) is a tool message; end "
-                "the summary before the assistant message that made the call"
+            updated = await db.update_conversation(
+                user=user,
+                conversation_id=cid,
+                changes=columns,
+                check=None if seq is None else partial(check_summary_end, seq),
             )
+            if updated is None:
+                raise NotFound(_NOT_FOUND)
+            return updated
 
         return await self._guard.run(op)
 

@@ -29,7 +29,8 @@ class Tokenizer:
         if encoding not in TOKENIZERS:
             raise ValueError(f"unknown tokenizer {encoding!r}: use one of {', '.join(TOKENIZERS)}")
         # Imported here: importing bpe_openai loads its encodings (about a second), which
-        # commands that never count tokens should not pay for.
+        # commands that never count tokens (migrate, purge-user, …) should not pay for. A
+        # server loads it as it starts (mcp_server.cli), not in its first append.
         import bpe_openai
 
         self.name = encoding

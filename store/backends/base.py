@@ -15,6 +15,7 @@ number of concurrent appenders, in this process or others.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -23,7 +24,15 @@ from uuid import UUID
 from store.schemas import Conversation, Message, NewMessage
 from store.settings import Settings
 
-__all__ = ["Backend", "ContextWindow", "Duplicate", "Position", "Window"]
+__all__ = [
+    "Backend",
+    "ContextWindow",
+    "Duplicate",
+    "Position",
+    "SummaryEnd",
+    "Window",
+    "summary_end",
+]
 
 #: A place in ``list_conversations``' order: (updated_at, id) of the last row of a page.
 Position = tuple[datetime, UUID]
@@ -46,8 +55,8 @@ class ContextWindow:
     The summary and ``last_seq``; ``recent``: the candidates (after ``summary_up_to_seq``)
     from the last one back to the first whose running token sum passes the budget left beside
     the summary, or to the first candidate, descending seq (or fewer: see context_window);
-    ``older_systems``: the system candidates before those, ascending seq, at most as many as
-    asked for.
+    ``older_systems``: the system messages before those (a summary's included), ascending
+    seq, at most as many as asked for.
     """
 
     summary: str | None
@@ -56,6 +65,30 @@ class ContextWindow:
     last_seq: int
     recent: list[Message]
     older_systems: list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryEnd:
+    """Where a summary would end, as the conversation stands under its row lock: ``last_seq``,
+    the role of the message at ``summary_up_to_seq`` and whether it made tool calls, and the
+    role of the message after it (None where there is no such message)."""
+
+    last_seq: int
+    ending_role: str | None
+    ending_calls: bool
+    next_role: str | None
+
+
+def summary_end(
+    last_seq: int, ending: Sequence[Any] | None, after: Sequence[Any] | None
+) -> SummaryEnd:
+    """A ``SummaryEnd`` from two (seq, role, has tool_calls) rows (None: no such message)."""
+    return SummaryEnd(
+        last_seq,
+        None if ending is None else str(ending[1]),
+        bool(ending is not None and ending[2]),
+        None if after is None else str(after[1]),
+    )
 
 
 class Duplicate(Exception):
@@ -118,12 +151,18 @@ class Backend(Protocol):
         id, descending), starting after ``after``."""
 
     async def update_conversation(
-        self, *, user: str, conversation_id: UUID, changes: dict[str, Any]
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        changes: dict[str, Any],
+        check: Callable[[SummaryEnd], None] | None,
     ) -> Conversation | None:
         """Set the given columns (title, metadata as JSON text, summary, summary_up_to_seq,
-        summary_token_count), leaving updated_at. With a summary_up_to_seq, only when it is
-        at most last_seq and the message after it is not a tool message, checked in the same
-        statement. None when no row was updated (no such conversation, or those checks)."""
+        summary_token_count), leaving updated_at; None when there is no such conversation.
+        With ``check``, the conversation's row is locked first (appends wait) and ``check``
+        is given the ``SummaryEnd`` at ``changes["summary_up_to_seq"]``: it raises to refuse,
+        and then nothing is written."""
 
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         """Delete it (its messages by ON DELETE CASCADE); how many messages went with it, or

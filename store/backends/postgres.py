@@ -30,7 +30,14 @@ from store._rows import (
     message,
     stored_message,
 )
-from store.backends.base import ContextWindow, Duplicate, Position, Window
+from store.backends.base import (
+    ContextWindow,
+    Duplicate,
+    Position,
+    SummaryEnd,
+    Window,
+    summary_end,
+)
 from store.errors import NotOpen, Unavailable
 from store.schemas import Conversation, Message, NewMessage
 from store.settings import APP_LABEL, Settings, database_credentials
@@ -133,9 +140,10 @@ _DELETE_CONVERSATION = (
 # twice what the budget holds at this conversation's tokens per message (token_total), plus
 # some. w: those rows from the last one back with their running token sum (one backwards
 # index range scan, stopped by the LIMIT), of which only the ones up to the first that passes
-# the budget go back. Then the system messages before those (messages_system, a partial
-# index), oldest first. Rows: part 0 is c, 1 w, 2 the system messages; the message columns
-# follow the conversation's. Too few rows read (a stale token_total): store._context reads on.
+# the budget go back. Then the system messages before those, a summary's included
+# (messages_system, a partial index), oldest first. Rows: part 0 is c, 1 w, 2 the system
+# messages; the message columns follow the conversation's. Too few rows read (a stale
+# token_total): store._context reads on.
 _NO_MESSAGE = (
     "NULL::uuid, NULL::uuid, NULL::bigint, NULL, NULL, NULL::jsonb, NULL, NULL::jsonb, "
     "NULL::timestamptz, NULL::int"
@@ -166,7 +174,7 @@ UNION ALL
 SELECT 1, NULL, NULL, NULL, NULL, {MESSAGE_COLUMNS} FROM walked
 UNION ALL
 (SELECT 2, NULL, NULL, NULL, NULL, {MESSAGE_COLUMNS} FROM messages
- WHERE $4 AND conversation_id = $1 AND role = 'system' AND seq > (SELECT bound FROM c)
+ WHERE $4 AND conversation_id = $1 AND role = 'system'
    AND seq < coalesce((SELECT seq FROM reach), (SELECT last_seq + 1 FROM c))
  ORDER BY seq LIMIT $5)
 """
@@ -174,6 +182,11 @@ _SYSTEM_MESSAGES = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND EXISTS "
     "(SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2) "
     "AND role = 'system' AND seq > $3 AND seq < $4 ORDER BY seq LIMIT $5"
+)
+_LOCK_CONVERSATION = "SELECT last_seq FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE"
+_SUMMARY_END = (
+    "SELECT seq, role, tool_calls IS NOT NULL FROM messages "
+    "WHERE conversation_id = $1 AND seq IN ($2::bigint, $2::bigint + 1)"
 )
 #: update_conversation's columns, with the cast each parameter needs.
 _UPDATABLE = {
@@ -434,22 +447,36 @@ class PostgresBackend:
         return [conversation(*row) for row in rows]
 
     async def update_conversation(
-        self, *, user: str, conversation_id: UUID, changes: dict[str, Any]
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        changes: dict[str, Any],
+        check: Callable[[SummaryEnd], None] | None,
     ) -> Conversation | None:
         args: list[Any] = [conversation_id, user]
         sets = []
         for column, value in changes.items():
             args.append(value)
             sets.append(f"{column} = ${len(args)}{_UPDATABLE[column]}")
-        sql = f"UPDATE conversations SET {', '.join(sets)} WHERE id = $1 AND user_id = $2"
-        if changes.get("summary_up_to_seq") is not None:
-            n = list(changes).index("summary_up_to_seq") + 3
-            sql += (
-                f" AND ${n} <= last_seq AND NOT EXISTS (SELECT 1 FROM messages m "
-                f"WHERE m.conversation_id = $1 AND m.seq = ${n} + 1 AND m.role = 'tool')"
-            )
-        row = await self._one(sql + f" RETURNING {CONVERSATION_COLUMNS}", *args)
-        return None if row is None else conversation(*row)
+        update = (
+            f"UPDATE conversations SET {', '.join(sets)} WHERE id = $1 AND user_id = $2 "
+            f"RETURNING {CONVERSATION_COLUMNS}"
+        )
+
+        async def work(conn: Any) -> Conversation | None:
+            if check is not None:
+                # Under the row lock appends take too: the check sees every message.
+                last_seq = await conn.fetchval(_LOCK_CONVERSATION, conversation_id, user)
+                if last_seq is None:
+                    return None
+                seq = changes["summary_up_to_seq"]
+                ends = {r[0]: r for r in await conn.fetch(_SUMMARY_END, conversation_id, seq)}
+                check(summary_end(last_seq, ends.get(seq), ends.get(seq + 1)))
+            row = await conn.fetchrow(update, *args)
+            return None if row is None else conversation(*row)
+
+        return await self._transaction(work)
 
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         # The row lock DELETE takes orders it after any append in flight, so the returned

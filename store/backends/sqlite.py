@@ -30,7 +30,14 @@ from store._rows import (
     message,
     stored_message,
 )
-from store.backends.base import ContextWindow, Duplicate, Position, Window
+from store.backends.base import (
+    ContextWindow,
+    Duplicate,
+    Position,
+    SummaryEnd,
+    Window,
+    summary_end,
+)
 from store.errors import NotOpen
 from store.schemas import Conversation, Message, NewMessage
 from store.settings import APP_LABEL, Settings, database_credentials
@@ -70,7 +77,7 @@ SELECT 1, NULL, NULL, NULL, NULL, {MESSAGE_COLUMNS} FROM walked
 UNION ALL
 SELECT * FROM (
     SELECT 2, NULL, NULL, NULL, NULL, {MESSAGE_COLUMNS} FROM messages
-    WHERE ?4 AND conversation_id = ?1 AND role = 'system' AND seq > (SELECT bound FROM c)
+    WHERE ?4 AND conversation_id = ?1 AND role = 'system'
       AND seq < (SELECT coalesce(min(seq), (SELECT last_seq + 1 FROM c)) FROM walked)
     ORDER BY seq LIMIT ?5
 )
@@ -79,6 +86,11 @@ _SYSTEM_MESSAGES = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND EXISTS "
     "(SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2) "
     "AND role = 'system' AND seq > ?3 AND seq < ?4 ORDER BY seq LIMIT ?5"
+)
+_LAST_SEQ = "SELECT last_seq FROM conversations WHERE id = ?1 AND user_id = ?2"
+_SUMMARY_END = (
+    "SELECT seq, role, tool_calls IS NOT NULL FROM messages "
+    "WHERE conversation_id = ?1 AND seq IN (?2, ?2 + 1)"
 )
 _UPDATABLE = ("title", "metadata", "summary", "summary_up_to_seq", "summary_token_count")
 _USER_TOTALS = (
@@ -330,24 +342,39 @@ class SqliteBackend:
         return [_conversation(row) for row in rows]
 
     async def update_conversation(
-        self, *, user: str, conversation_id: UUID, changes: dict[str, Any]
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        changes: dict[str, Any],
+        check: Callable[[SummaryEnd], None] | None,
     ) -> Conversation | None:
-        args: list[Any] = [str(conversation_id), user]
+        cid = str(conversation_id)
+        args: list[Any] = [cid, user]
         sets = []
         for column, value in changes.items():
             if column not in _UPDATABLE:
                 raise KeyError(column)
             args.append(value)
             sets.append(f"{column} = ?{len(args)}")
-        sql = f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?1 AND user_id = ?2"
-        if changes.get("summary_up_to_seq") is not None:
-            n = list(changes).index("summary_up_to_seq") + 3
-            sql += (
-                f" AND ?{n} <= last_seq AND NOT EXISTS (SELECT 1 FROM messages m "
-                f"WHERE m.conversation_id = ?1 AND m.seq = ?{n} + 1 AND m.role = 'tool')"
-            )
-        row = await self._one(sql + f" RETURNING {CONVERSATION_COLUMNS}", *args)
-        return None if row is None else _conversation(row)
+        update = (
+            f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?1 AND user_id = ?2 "
+            f"RETURNING {CONVERSATION_COLUMNS}"
+        )
+
+        async def work(conn: aiosqlite.Connection) -> Conversation | None:
+            # Inside BEGIN IMMEDIATE no append can land between the check and the update.
+            if check is not None:
+                head = await _rows(conn, _LAST_SEQ, (cid, user))
+                if not head:
+                    return None
+                seq = changes["summary_up_to_seq"]
+                ends = {r[0]: r for r in await _rows(conn, _SUMMARY_END, (cid, seq))}
+                check(summary_end(head[0][0], ends.get(seq), ends.get(seq + 1)))
+            rows = await _rows(conn, update, args)
+            return _conversation(rows[0]) if rows else None
+
+        return await self._transaction(work)
 
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         row = await self._one(_DELETE_CONVERSATION, str(conversation_id), user)

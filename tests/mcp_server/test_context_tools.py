@@ -65,7 +65,8 @@ async def scenario(client: Client) -> None:
     assert summed["updated_at"] == stored[-1]["created_at"]
     with_summary = await ok(client, "get_context", conversation_id=cid, max_tokens=10_000)
     assert with_summary["summary"] == "The user wants a train to Lyon."
-    assert [m["seq"] for m in with_summary["messages"]] == [3, 4, 5, 6]
+    # The messages after the summary, and the system message it covers (instructions).
+    assert [m["seq"] for m in with_summary["messages"]] == [1, 3, 4, 5, 6]
 
     # Leaving an argument out changes nothing; null removes the summary.
     renamed = await ok(client, "update_conversation", conversation_id=cid, title="To Lyon")

@@ -71,7 +71,9 @@ def expected_context(
     left = budget - sum(m.tokens for m in suffix)
     kept: list[Msg] = []
     if keep_system:
-        for message in candidates[:start]:
+        # System messages older than the cut, those a summary covers included.
+        cut = suffix[0].seq
+        for message in (m for m in messages if m.seq < cut):
             if message.role != "system":
                 continue
             if message.tokens > left:

@@ -40,7 +40,8 @@ async def old_database(backend: str, tmp_path: Path) -> AsyncIterator[Settings]:
         url = await create_postgres_database("chatstore_backfill")
     else:
         url = f"sqlite://{tmp_path / 'old.sqlite3'}"
-    settings = Settings(database_url=url, data_dir=tmp_path / "data")
+    # Not the default tokenizer: the migration must count with the settings it is given.
+    settings = Settings(database_url=url, data_dir=tmp_path / "data", tokenizer="cl100k_base")
     try:
         assert await migrate.upgrade(settings, first_migration_only(tmp_path)) == [FIRST]
         yield settings
@@ -87,7 +88,7 @@ async def test_existing_messages_are_counted_by_the_migration(old_database: Sett
     applied = await migrate.upgrade(settings)
     assert applied == migrate.shipped_versions(settings.dialect)[1:]
 
-    counter = tokenizer(settings.tokenizer)
+    counter = tokenizer("cl100k_base")
     async with ConversationStore(settings) as store:
         page = await store.list_messages(user="old", conversation_id=cid)
         assert [m.token_count for m in page.messages] == [

@@ -193,3 +193,14 @@ def test_the_tokenizer_loads_with_no_network() -> None:
         own_count("o200k_base", "Find me a train to Lyon"),
         own_count("cl100k_base", "Find me a train to Lyon"),
     ]
+
+
+async def test_a_flat_name_counts_beside_a_function_object(
+    store: ConversationStore, user: str
+) -> None:
+    conversation = await store.create_conversation(user=user)
+    call = {"id": "c", "name": "lookup", "function": {"arguments": "{}"}}
+    message = await store.append_message(
+        user=user, conversation_id=conversation.id, role="assistant", tool_calls=[call]
+    )
+    assert message.tool_calls == [call]

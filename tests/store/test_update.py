@@ -3,6 +3,8 @@ conversation in the same statement; updated_at and the messages are never touche
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -129,3 +131,60 @@ async def test_another_users_conversation_is_not_found(
                 user=other_user, conversation_id=conversation.id, **changes
             )
     assert await snapshot(store, raw, user, conversation.id) == before
+
+
+async def test_a_summary_may_not_end_on_calls_without_results(
+    store: ConversationStore, raw: RawDB, user: str
+) -> None:
+    conversation = await store.create_conversation(user=user)
+    cid = conversation.id
+    await store.append_message(user=user, conversation_id=cid, role="user", content="weather?")
+    await store.append_message(
+        user=user, conversation_id=cid, role="assistant", tool_calls=[{"id": "w", "name": "f"}]
+    )
+    before = await snapshot(store, raw, user, cid)
+    with pytest.raises(InvalidArgument, match="results are not stored yet"):
+        await store.update_conversation(
+            user=user, conversation_id=cid, summary="asked", summary_up_to_seq=2
+        )
+    assert await snapshot(store, raw, user, cid) == before
+
+
+async def test_the_summary_check_waits_for_an_append_in_flight(
+    store: ConversationStore, raw: RawDB, user: str
+) -> None:
+    """A tool result being appended while the summary is set: the check runs under the
+    conversation's lock, so it sees the result and refuses."""
+    conversation = await store.create_conversation(user=user)
+    cid = conversation.id
+    await store.append_message(user=user, conversation_id=cid, role="user", content="weather?")
+    await store.append_message(
+        user=user,
+        conversation_id=cid,
+        role="assistant",
+        content="Let me see.",
+        tool_calls=[{"id": "w", "name": "f"}],
+    )
+    await store.append_message(user=user, conversation_id=cid, role="assistant", content="Hm.")
+    # An append of the tool result at seq 4, begun and not yet committed, as the store does it.
+    await raw.execute("BEGIN IMMEDIATE" if raw.dialect == "sqlite" else "BEGIN")
+    await raw.execute("UPDATE conversations SET last_seq = 4, message_count = 4 WHERE id = $1", cid)
+    await raw.execute(
+        "INSERT INTO messages (id, conversation_id, user_id, seq, role, content, tool_call_id, "
+        "metadata, created_at, token_count) "
+        "VALUES ($1, $2, $3, 4, 'tool', '4°C', 'w', '{}', $4, 3)",
+        uuid.uuid4(),
+        cid,
+        user,
+        raw.ts(conversation.created_at),
+    )
+    update = asyncio.ensure_future(
+        store.update_conversation(user=user, conversation_id=cid, summary="s", summary_up_to_seq=3)
+    )
+    await asyncio.sleep(0.5)
+    assert not update.done(), "the update waited for the append"
+    await raw.execute("COMMIT")
+    with pytest.raises(InvalidArgument, match="tool message"):
+        await update
+    current = await store.get_conversation(user=user, conversation_id=cid)
+    assert (current.summary, current.last_seq) == (None, 4)

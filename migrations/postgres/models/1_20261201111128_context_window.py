@@ -28,11 +28,11 @@ async def upgrade(db: BaseDBAsyncClient) -> str:
 
 async def _count_existing_messages(db: BaseDBAsyncClient) -> None:
     """Every stored message gets the count the store would have given it (its content and
-    tool_calls, with the configured CHATSTORE_TOKENIZER), a batch at a time by id."""
-    from store.settings import Settings
+    tool_calls, with the tokenizer of the settings being migrated), a batch at a time by id."""
+    from store.migrate import upgrading
     from store.tokens import tokenizer
 
-    counter = tokenizer(Settings().tokenizer)
+    counter = tokenizer(upgrading().tokenizer)
     rows = await db.execute_query_dict(
         "SELECT id, content, tool_calls FROM messages ORDER BY id LIMIT $1", [BATCH]
     )
