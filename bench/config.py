@@ -48,6 +48,9 @@ class Profile:
     # W8: get_context on a long conversation and on the 1M store's deepest one.
     w8_budget: int
     w8_reads: int
+    # W9: batch appends.
+    w9_batch: int
+    w9_batches: int
     # W6: MCP round trips (in-process, stdio, streamable HTTP) against the bare store call.
     w6_messages: int
     w6_page: int
@@ -102,6 +105,8 @@ FULL = Profile(
     w7_seed_messages=100,
     w8_budget=8_000,
     w8_reads=500,
+    w9_batch=25,
+    w9_batches=400,
     repeats=5,
     read_warmup=50,
     budget_s=90.0,
@@ -124,6 +129,7 @@ QUICK = replace(
     w6_warmup=10,
     w7_seconds=5.0,
     w8_reads=150,
+    w9_batches=80,
     repeats=1,
     read_warmup=20,
     budget_s=10.0,

@@ -49,6 +49,25 @@ SELECT $3, c.id, c.user_id, c.last_seq, $4, $5, '{}'::jsonb, c.updated_at, $6::i
 RETURNING id, seq, created_at
 """
 
+# A batch in one statement: the counters moved by the batch's size, one multi-row INSERT
+# from arrays, numbered WITH ORDINALITY.
+APPEND_BATCH_SQL = """
+WITH c AS (
+    UPDATE conversations
+    SET last_seq = last_seq + $3::bigint, message_count = message_count + $3::bigint,
+        token_total = token_total + $4::bigint,
+        updated_at = GREATEST(updated_at, clock_timestamp())
+    WHERE id = $1 AND user_id = $2 RETURNING id, user_id, last_seq, updated_at
+)
+INSERT INTO messages (id, conversation_id, user_id, seq, role, content, metadata, created_at,
+                      token_count)
+SELECT v.id, c.id, c.user_id, c.last_seq - $3::bigint + v.n, v.role, v.content, '{}'::jsonb,
+       c.updated_at, v.tokens
+FROM c, unnest($5::uuid[], $6::text[], $7::text[], $8::int[])
+        WITH ORDINALITY AS v(id, role, content, tokens, n)
+RETURNING id, seq, created_at
+"""
+
 # The user scope is checked on the conversation row (an InitPlan evaluated once), not as
 # `messages.user_id = $2`: PostgreSQL takes user_id to be independent of conversation_id,
 # underestimates the page and, on the 1M-message store, picks a BitmapAnd of two indexes
@@ -119,6 +138,24 @@ class Floor:
         if row is None:
             raise LookupError("no conversation with that id")
         return row
+
+    async def append_batch(
+        self, conversation_id: uuid.UUID, user: str, messages: list[tuple[str, str]]
+    ) -> list[asyncpg.Record]:
+        """``messages`` ((role, content) pairs) in one statement, handed their token counts."""
+        tokens = [len(content) // 4 for _, content in messages]
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            APPEND_BATCH_SQL,
+            conversation_id,
+            user,
+            len(messages),
+            sum(tokens),
+            [uuid.uuid4() for _ in messages],
+            [role for role, _ in messages],
+            [content for _, content in messages],
+            tokens,
+        )
+        return rows
 
     async def latest(
         self, conversation_id: uuid.UUID, user: str, limit: int

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_MESSAGE_PAGE",
     "DEFAULT_RESUME_TOKENS",
     "DEFAULT_TOKENIZER",
+    "MAX_BATCH_MESSAGES",
     "MAX_CONTEXT_TOKENS",
     "MAX_CONVERSATION_PAGE",
     "MAX_IDEMPOTENCY_KEY_CHARS",
@@ -58,6 +59,9 @@ DEFAULT_TOKENIZER: TokenizerName = "o200k_base"
 #: resume_conversation returns what get_context gives for this budget, unless configured.
 DEFAULT_RESUME_TOKENS = 8_000
 
+#: append_messages takes at most this many messages per call.
+MAX_BATCH_MESSAGES = 1_000
+
 DEFAULT_CONVERSATION_PAGE = 20
 MAX_CONVERSATION_PAGE = 100
 DEFAULT_MESSAGE_PAGE = 50
@@ -74,6 +78,9 @@ class Limits:
     max_metadata_bytes: int = 16 * 1024
     max_tool_calls_bytes: int = 64 * 1024
     max_summary_chars: int = 100_000
+    #: A batch of append_messages, all its messages' content, tool_calls and metadata as
+    #: UTF-8 JSON, at most this many bytes.
+    max_batch_bytes: int = 16 * 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()

@@ -31,6 +31,7 @@ from store.contract import (
     DEFAULT_CONVERSATION_PAGE,
     DEFAULT_LIMITS,
     DEFAULT_MESSAGE_PAGE,
+    MAX_BATCH_MESSAGES,
     MAX_CONTEXT_TOKENS,
     MAX_CONVERSATION_PAGE,
     MAX_IDEMPOTENCY_KEY_CHARS,
@@ -167,6 +168,46 @@ def validate(model: type[M], limits: Limits, **values: Any) -> M:
         return model.model_validate(values, context=limits)
     except ValidationError as exc:
         raise InvalidArgument(describe_validation_error(exc)) from None
+
+
+def validate_batch(messages: Any, limits: Limits) -> list[NewMessage]:
+    """append_messages' batch: each message validated as ``append_message`` would, the
+    first refusal naming its index; at most ``MAX_BATCH_MESSAGES`` messages and
+    ``limits.max_batch_bytes`` bytes, each idempotency key at most once."""
+    if not isinstance(messages, list | tuple):
+        raise InvalidArgument("messages must be a list of message objects")
+    if len(messages) > MAX_BATCH_MESSAGES:
+        raise InvalidArgument(
+            f"messages holds {len(messages)} messages; at most {MAX_BATCH_MESSAGES} per call"
+        )
+    news: list[NewMessage] = []
+    size = 0
+    keys: set[str] = set()
+    for index, fields in enumerate(messages):
+        if not isinstance(fields, dict):
+            raise InvalidArgument(f"messages[{index}] must be an object")
+        try:
+            new = validate(NewMessage, limits, **fields)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"messages[{index}]: {exc.message}") from None
+        except TypeError:  # a key that is not a string
+            raise InvalidArgument(f"messages[{index}] must have string keys") from None
+        size += len(new.content.encode("utf-8")) + len(dump_json(new.metadata).encode())
+        if new.tool_calls is not None:
+            size += len(dump_json(new.tool_calls).encode())
+        if size > limits.max_batch_bytes:
+            raise InvalidArgument(
+                f"the batch is larger than {limits.max_batch_bytes} bytes by messages[{index}]; "
+                "split it into smaller batches"
+            )
+        if new.idempotency_key is not None:
+            if new.idempotency_key in keys:
+                raise InvalidArgument(
+                    f"messages[{index}]: idempotency_key is used twice in the batch"
+                )
+            keys.add(new.idempotency_key)
+        news.append(new)
+    return news
 
 
 def parse_id(value: Any, what: str = "conversation_id") -> UUID:

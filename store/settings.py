@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     max_summary_chars: int = Field(
         default=DEFAULT_LIMITS.max_summary_chars, ge=1, le=MAX_TOKEN_COUNT
     )
+    max_batch_bytes: int = Field(default=DEFAULT_LIMITS.max_batch_bytes, ge=1)
 
     # Context windows: the tokenizer that counts every message (one shipped in the
     # bpe-openai wheel: nothing is downloaded), and resume_conversation's budget.
@@ -90,6 +91,7 @@ class Settings(BaseSettings):
             max_metadata_bytes=self.max_metadata_bytes,
             max_tool_calls_bytes=self.max_tool_calls_bytes,
             max_summary_chars=self.max_summary_chars,
+            max_batch_bytes=self.max_batch_bytes,
         )
 
     @property

@@ -22,18 +22,19 @@ answering is decided in one place, ``store/_guard.py``: there a driver error bec
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Literal
 
+from store._append import append
 from store._context import build_context, check_summary_end
 from store._cursor import decode_cursor, encode_cursor
 from store._guard import Guard
 from store._pydantic import trusted
-from store.backends import Backend, Duplicate, Window, backend_class
+from store.backends import Backend, Window, backend_class
 from store.contract import DEFAULT_CONVERSATION_PAGE, DEFAULT_MESSAGE_PAGE
-from store.errors import Conflict, NotFound, NotOpen
+from store.errors import NotFound, NotOpen
 from store.schemas import (
     UNSET,
     Context,
@@ -54,9 +55,9 @@ from store.schemas import (
     Unset,
     check_user,
     dump_json,
-    json_identity,
     parse_id,
     validate,
+    validate_batch,
 )
 from store.settings import Settings
 from store.tokens import tokenizer
@@ -351,42 +352,46 @@ class ConversationStore:
             idempotency_key=idempotency_key,
             token_count=token_count,
         )
-        if new.token_count is None:
-            counted = tokenizer(self._settings.tokenizer).count_message(new.content, new.tool_calls)
-            new = new.model_copy(update={"token_count": counted})
-        # Chosen once per call: a retry after a lost reply finds its own row by this id
-        # instead of storing the message twice.
-        message_id = uuid.uuid4()
+        # The id is chosen once per call: a retry after a lost reply finds its own row.
+        batch = [(uuid.uuid4(), self._counted(new))]
         db = self._db()
 
-        async def by_key() -> Message | None:
-            if new.idempotency_key is None:
-                return None
-            found = await db.message_by_key(user=user, conversation_id=cid, key=new.idempotency_key)
-            return None if found is None else _replay(found, new)
-
         async def op() -> Message:
-            replayed = await by_key()
-            if replayed is not None:
-                return replayed
-            try:
-                stored = await db.append_message(
-                    user=user, conversation_id=cid, message_id=message_id, message=new
-                )
-            except Duplicate:
-                # Either a retry of this very call finds its first attempt's row, or a
-                # concurrent append with the same idempotency key won.
-                found = await db.message_by_id(user=user, message_id=message_id)
-                if found is None:
-                    found = await by_key()
-                if found is None:
-                    raise
-                return found
-            if stored is None:
-                raise NotFound(_NOT_FOUND)
-            return stored
+            (message,) = await append(db, user=user, conversation_id=cid, batch=batch)
+            return message
 
         return await self._guard.run(op)
+
+    async def append_messages(
+        self,
+        *,
+        user: str,
+        conversation_id: str | uuid.UUID,
+        messages: Sequence[Mapping[str, Any]],
+    ) -> list[Message]:
+        """Append up to 1,000 messages as one atomic step, in order, with consecutive seqs:
+        all are stored or none. Each is an object with ``append_message``'s fields; the first
+        invalid one refuses the whole batch (its index in the message). With idempotency keys,
+        a replayed batch returns the stored messages and stores nothing, one mixing stored
+        keys and new messages stores the new ones; a key reused for a different message is a
+        ``Conflict`` for the batch. Returns the messages as stored, in the batch's order."""
+        user = check_user(user)
+        cid = parse_id(conversation_id)
+        news = validate_batch(messages, self._limits)
+        batch = [(uuid.uuid4(), self._counted(new)) for new in news]
+        db = self._db()
+
+        async def op() -> list[Message]:
+            return await append(db, user=user, conversation_id=cid, batch=batch)
+
+        return await self._guard.run(op)
+
+    def _counted(self, new: NewMessage) -> NewMessage:
+        """``new`` with its token_count: the caller's, or the tokenizer's."""
+        if new.token_count is not None:
+            return new
+        counted = tokenizer(self._settings.tokenizer).count_message(new.content, new.tool_calls)
+        return new.model_copy(update={"token_count": counted})
 
     async def list_messages(
         self,
@@ -437,20 +442,6 @@ class ConversationStore:
         if after_seq is None:
             page.reverse()  # walked backwards from the cursor
         return page, len(rows) > limit
-
-
-def _replay(stored: Message, new: NewMessage) -> Message:
-    """The stored message for a replayed idempotency key, or ``Conflict`` if it differs."""
-    if (stored.role, stored.content, json_identity(stored.tool_calls)) != (
-        new.role,
-        new.content,
-        json_identity(new.tool_calls),
-    ):
-        raise Conflict(
-            "idempotency_key was already used in this conversation for a different "
-            "message (role, content or tool_calls differ); use a new key for a new message"
-        )
-    return stored
 
 
 @asynccontextmanager

@@ -181,11 +181,21 @@ class Backend(Protocol):
         ``message_count`` and ``updated_at`` with it, atomically. None when there is no such
         conversation; ``Duplicate`` when ``message_id`` or its idempotency key exists."""
 
-    async def message_by_id(self, *, user: str, message_id: UUID) -> Message | None: ...
+    async def append_messages(
+        self, *, user: str, conversation_id: UUID, batch: list[tuple[UUID, NewMessage]]
+    ) -> list[Message] | None:
+        """Store ``batch`` (message ids and messages) in order, with consecutive seqs from
+        ``last_seq + 1``, moving the conversation's counters and ``updated_at`` once, all
+        atomically. None when there is no such conversation; ``Duplicate`` (nothing stored)
+        when an id or idempotency key exists."""
 
-    async def message_by_key(
-        self, *, user: str, conversation_id: UUID, key: str
-    ) -> Message | None: ...
+    async def messages_by_ids(self, *, user: str, message_ids: list[UUID]) -> list[Message]:
+        """Those of the user's messages with these ids (any order)."""
+
+    async def messages_by_keys(
+        self, *, user: str, conversation_id: UUID, keys: list[str]
+    ) -> dict[str, Message]:
+        """The conversation's messages stored under these idempotency keys, by key."""
 
     async def message_page(
         self, *, user: str, conversation_id: UUID, window: Window

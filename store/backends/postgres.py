@@ -101,6 +101,29 @@ FROM c
 RETURNING seq, created_at
 """
 
+# A batch: the same counter update, moved by the batch's size ($3) at once, feeding one
+# multi-row INSERT from arrays (one element per message, in order: WITH ORDINALITY numbers
+# them, and message n gets seq last_seq - size + n).
+_APPEND_BATCH = f"""
+WITH c AS (
+    UPDATE conversations
+    SET last_seq = last_seq + $3::bigint,
+        message_count = message_count + $3::bigint,
+        token_total = token_total + $4::bigint,
+        updated_at = GREATEST(updated_at, clock_timestamp())
+    WHERE id = $1 AND user_id = $2
+    RETURNING id, user_id, last_seq, updated_at
+)
+INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key)
+SELECT v.id, c.id, c.last_seq - $3::bigint + v.n, v.role, v.content, v.tool_calls::jsonb,
+       v.tool_call_id, v.metadata::jsonb, c.updated_at, v.token_count, c.user_id, v.key
+FROM c, unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+               $11::int[], $12::text[])
+        WITH ORDINALITY AS v(id, role, content, tool_calls, tool_call_id, metadata,
+                             token_count, key, n)
+RETURNING id, seq, created_at
+"""
+
 # The user scope of a page is checked once, on the conversation row, rather than as a filter
 # on messages.user_id: PostgreSQL takes that column to be independent of conversation_id,
 # underestimates the page by the user's share of all messages and picks a bitmap-AND with
@@ -200,10 +223,12 @@ _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = $1"
 )
 _CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2"
-_MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND user_id = $2"
-_MESSAGE_BY_KEY = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages "
-    "WHERE conversation_id = $1 AND idempotency_key = $2 AND user_id = $3"
+_MESSAGES_BY_ID = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1::uuid[]) AND user_id = $2"
+)
+_MESSAGES_BY_KEY = (
+    f"SELECT {MESSAGE_COLUMNS}, idempotency_key FROM messages "
+    "WHERE conversation_id = $1 AND idempotency_key = ANY($2::text[]) AND user_id = $3"
 )
 
 
@@ -511,13 +536,42 @@ class PostgresBackend:
         seq, created_at = rows[0]
         return stored_message(message_id, conversation_id, seq, created_at, message)
 
-    async def message_by_id(self, *, user: str, message_id: UUID) -> Message | None:
-        row = await self._one(_MESSAGE_BY_ID, message_id, user)
-        return None if row is None else message(*row)
+    async def append_messages(
+        self, *, user: str, conversation_id: UUID, batch: list[tuple[UUID, NewMessage]]
+    ) -> list[Message] | None:
+        columns = [new.json_columns() for _, new in batch]
+        try:
+            rows = await self._fetch(
+                _APPEND_BATCH,
+                conversation_id,
+                user,
+                len(batch),
+                sum(new.token_count or 0 for _, new in batch),
+                [mid for mid, _ in batch],
+                [new.role for _, new in batch],
+                [new.content for _, new in batch],
+                [tool_calls for tool_calls, _ in columns],
+                [new.tool_call_id for _, new in batch],
+                [metadata for _, metadata in columns],
+                [new.token_count for _, new in batch],
+                [new.idempotency_key for _, new in batch],
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Duplicate from exc
+        if not rows:
+            return None
+        placed = {mid: (seq, created_at) for mid, seq, created_at in rows}
+        return [stored_message(mid, conversation_id, *placed[mid], new) for mid, new in batch]
 
-    async def message_by_key(self, *, user: str, conversation_id: UUID, key: str) -> Message | None:
-        row = await self._one(_MESSAGE_BY_KEY, conversation_id, key, user)
-        return None if row is None else message(*row)
+    async def messages_by_ids(self, *, user: str, message_ids: list[UUID]) -> list[Message]:
+        rows = await self._fetch(_MESSAGES_BY_ID, message_ids, user)
+        return [message(*row) for row in rows]
+
+    async def messages_by_keys(
+        self, *, user: str, conversation_id: UUID, keys: list[str]
+    ) -> dict[str, Message]:
+        rows = await self._fetch(_MESSAGES_BY_KEY, conversation_id, keys, user)
+        return {row[-1]: message(*row[:-1]) for row in rows}
 
     async def message_page(
         self, *, user: str, conversation_id: UUID, window: Window

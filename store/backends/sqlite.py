@@ -12,6 +12,7 @@ A file is migrated in place when it is opened: the embedded default needs no set
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -97,14 +98,17 @@ _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = ?1"
 )
 _CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE id = ?1 AND user_id = ?2"
-_MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND user_id = ?2"
+_MESSAGES_BY_ID = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages "
+    "WHERE id IN (SELECT value FROM json_each(?1)) AND user_id = ?2"
+)
 _CONVERSATIONS = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ?1 "
 _CONVERSATIONS_FIRST = _CONVERSATIONS + "ORDER BY updated_at DESC, id DESC LIMIT ?2"
 _CONVERSATIONS_AFTER = (
     _CONVERSATIONS + "AND (updated_at, id) < (?2, ?3) ORDER BY updated_at DESC, id DESC LIMIT ?4"
 )
 _APPEND_COUNTERS = (
-    "UPDATE conversations SET last_seq = last_seq + 1, message_count = message_count + 1, "
+    "UPDATE conversations SET last_seq = last_seq + ?5, message_count = message_count + ?5, "
     "token_total = token_total + ?4, updated_at = MAX(updated_at, ?1) "
     "WHERE id = ?2 AND user_id = ?3 "
     "RETURNING last_seq, updated_at"
@@ -120,9 +124,9 @@ _PAGE = (
 _LATEST = _PAGE + "ORDER BY seq DESC LIMIT ?3"
 _BEFORE = _PAGE + "AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
 _AFTER = _PAGE + "AND seq > ?3 ORDER BY seq ASC LIMIT ?4"
-_MESSAGE_BY_KEY = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages "
-    "WHERE conversation_id = ?1 AND idempotency_key = ?2 AND user_id = ?3"
+_MESSAGES_BY_KEY = (
+    f"SELECT {MESSAGE_COLUMNS}, idempotency_key FROM messages WHERE conversation_id = ?1 "
+    "AND idempotency_key IN (SELECT value FROM json_each(?2)) AND user_id = ?3"
 )
 
 
@@ -385,36 +389,46 @@ class SqliteBackend:
     async def append_message(
         self, *, user: str, conversation_id: UUID, message_id: UUID, message: NewMessage
     ) -> Message | None:
-        tool_calls, metadata = message.json_columns()
+        stored = await self.append_messages(
+            user=user, conversation_id=conversation_id, batch=[(message_id, message)]
+        )
+        return None if stored is None else stored[0]
+
+    async def append_messages(
+        self, *, user: str, conversation_id: UUID, batch: list[tuple[UUID, NewMessage]]
+    ) -> list[Message] | None:
+        cid = str(conversation_id)
+        tokens = sum(new.token_count or 0 for _, new in batch)
 
         async def work(conn: aiosqlite.Connection) -> list[Any]:
             # BEGIN IMMEDIATE holds the write lock from here to COMMIT: appenders (in this
-            # and other processes) are serialised, so last_seq + 1 is never handed out twice,
-            # and the clock is read under the lock, so updated_at follows commit order.
+            # and other processes) are serialised, so no seq is ever handed out twice, and
+            # the clock is read under the lock, so updated_at follows commit order.
             now = _ts(datetime.now(UTC))
-            updated = await _rows(
-                conn, _APPEND_COUNTERS, (now, str(conversation_id), user, message.token_count)
-            )
+            updated = await _rows(conn, _APPEND_COUNTERS, (now, cid, user, tokens, len(batch)))
             if updated:
-                seq, created_at = updated[0]
-                await _exec(
-                    conn,
-                    _APPEND_MESSAGE,
-                    (
-                        str(message_id),
-                        str(conversation_id),
-                        seq,
-                        message.role,
-                        message.content,
-                        tool_calls,
-                        message.tool_call_id,
-                        metadata,
-                        created_at,
-                        message.token_count,
-                        user,
-                        message.idempotency_key,
-                    ),
-                )
+                last_seq, created_at = updated[0]
+                first = last_seq - len(batch) + 1
+                rows = []
+                for n, (mid, new) in enumerate(batch):
+                    tool_calls, metadata = new.json_columns()
+                    rows.append(
+                        (
+                            str(mid),
+                            cid,
+                            first + n,
+                            new.role,
+                            new.content,
+                            tool_calls,
+                            new.tool_call_id,
+                            metadata,
+                            created_at,
+                            new.token_count,
+                            user,
+                            new.idempotency_key,
+                        )
+                    )
+                await conn.executemany(_APPEND_MESSAGE, rows)
             return updated
 
         try:
@@ -423,16 +437,22 @@ class SqliteBackend:
             raise Duplicate from exc
         if not updated:
             return None
-        seq, created_at = updated[0]
-        return stored_message(message_id, conversation_id, seq, _parse_ts(created_at), message)
+        last_seq, created_at = updated[0]
+        first, created = last_seq - len(batch) + 1, _parse_ts(created_at)
+        return [
+            stored_message(mid, conversation_id, first + n, created, new)
+            for n, (mid, new) in enumerate(batch)
+        ]
 
-    async def message_by_id(self, *, user: str, message_id: UUID) -> Message | None:
-        row = await self._one(_MESSAGE_BY_ID, str(message_id), user)
-        return None if row is None else _message(row)
+    async def messages_by_ids(self, *, user: str, message_ids: list[UUID]) -> list[Message]:
+        ids = json.dumps([str(mid) for mid in message_ids])
+        return [_message(row) for row in await self._fetch(_MESSAGES_BY_ID, ids, user)]
 
-    async def message_by_key(self, *, user: str, conversation_id: UUID, key: str) -> Message | None:
-        row = await self._one(_MESSAGE_BY_KEY, str(conversation_id), key, user)
-        return None if row is None else _message(row)
+    async def messages_by_keys(
+        self, *, user: str, conversation_id: UUID, keys: list[str]
+    ) -> dict[str, Message]:
+        rows = await self._fetch(_MESSAGES_BY_KEY, str(conversation_id), json.dumps(keys), user)
+        return {row[-1]: _message(row[:-1]) for row in rows}
 
     async def message_page(
         self, *, user: str, conversation_id: UUID, window: Window
