@@ -32,7 +32,7 @@ _MESSAGE_COLUMNS = (
 )
 _CONVERSATION_COLUMNS = (
     "id, title, metadata, created_at, updated_at, message_count, last_seq, "
-    "summary, summary_up_to_seq"
+    "summary, summary_up_to_seq, forked_from_id, forked_from_seq"
 )
 
 APPEND_SQL = """

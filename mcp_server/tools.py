@@ -19,11 +19,14 @@ from store import schemas
 from store.contract import (
     DEFAULT_CONVERSATION_PAGE,
     DEFAULT_MESSAGE_PAGE,
+    DEFAULT_SEARCH_PAGE,
     MAX_CONTEXT_TOKENS,
     MAX_CONVERSATION_PAGE,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_MESSAGE_PAGE,
     MAX_RECENT_MESSAGES,
+    MAX_SEARCH_PAGE,
+    MAX_SEARCH_QUERY_CHARS,
     MAX_TOKEN_COUNT,
     Role,
 )
@@ -178,6 +181,42 @@ AfterSeq = Annotated[
     int | None,
     Field(strict=True, ge=0, description="Optional: return the messages just after this seq."),
 ]
+SearchText = Annotated[
+    str,
+    Field(
+        max_length=MAX_SEARCH_QUERY_CHARS,
+        description=(
+            "Words to find (all required; case-insensitive; `trains` also finds `train`). "
+            '`"exact phrase"` for words in a row, `a or b` for either, `-word` to exclude. '
+            "Any other character is just text."
+        ),
+    ),
+]
+SearchIn = Annotated[
+    Annotated[str, Field(json_schema_extra={"format": "uuid"})] | None,
+    Field(description="Optional: search only this conversation (its id)."),
+]
+SearchRole = Annotated[Role | None, Field(description="Optional: only messages of this role.")]
+SearchLimit = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=1,
+        le=MAX_SEARCH_PAGE,
+        description=f"Page size, 1-{MAX_SEARCH_PAGE} (default {DEFAULT_SEARCH_PAGE}).",
+    ),
+]
+AtSeq = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=0,
+        description=(
+            "The last seq to copy (0 … last_seq; 0 makes an empty fork). To edit message N, "
+            "fork at N - 1."
+        ),
+    ),
+]
 
 # -- the tools ----------------------------------------------------------------------------
 
@@ -256,6 +295,40 @@ async def get_context(
     )
 
 
+async def search_messages(
+    ctx: ChatContext,
+    query: SearchText,
+    conversation_id: SearchIn = None,
+    role: SearchRole = None,
+    limit: SearchLimit = DEFAULT_SEARCH_PAGE,
+    cursor: Cursor = None,
+) -> schemas.SearchPage:
+    """Find the current user's past messages by words, across all their conversations
+    (or one). Results come most relevant first, then newest, each with its conversation's
+    title and a `snippet` marking the matched words **like this**. Pass `next_cursor` back as
+    `cursor` for more (null: no more, or the deepest page has been reached)."""
+    return await store_of(ctx).search_messages(
+        user=user_of(ctx),
+        query=query,
+        conversation_id=conversation_id,
+        role=role,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+async def fork_conversation(
+    ctx: ChatContext, conversation_id: ConversationId, at_seq: AtSeq, title: Title = None
+) -> schemas.Conversation:
+    """Copy messages 1 … at_seq of a conversation into a new one (its `forked_from` says
+    where it came from) and return the new conversation; the original is unchanged. To edit
+    a message and regenerate from there: fork at its seq - 1, then append the edited message
+    to the fork."""
+    return await store_of(ctx).fork_conversation(
+        user=user_of(ctx), conversation_id=conversation_id, at_seq=at_seq, title=title
+    )
+
+
 async def update_conversation(
     ctx: ChatContext,
     conversation_id: ConversationId,
@@ -327,6 +400,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     (append_message, "Append message", WRITE),
     (list_messages, "List messages", READ_ONLY),
     (get_context, "Get context", READ_ONLY),
+    (search_messages, "Search messages", READ_ONLY),
     (update_conversation, "Update conversation", UPDATE),
+    (fork_conversation, "Fork conversation", WRITE),
     (delete_conversation, "Delete conversation", DELETE),
 )

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from store._pydantic import trusted
 from store.backends.base import ContextWindow
-from store.schemas import Conversation, Message, NewMessage
+from store.schemas import Conversation, ForkedFrom, Message, NewMessage, SearchHit
 
 __all__ = [
     "CONVERSATION_COLUMNS",
@@ -26,12 +26,13 @@ __all__ = [
     "conversation",
     "load_json",
     "message",
+    "search_hit",
     "stored_message",
 ]
 
 CONVERSATION_COLUMNS = (
     "id, title, metadata, created_at, updated_at, message_count, last_seq, "
-    "summary, summary_up_to_seq"
+    "summary, summary_up_to_seq, forked_from_id, forked_from_seq"
 )
 MESSAGE_COLUMNS = (
     "id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, created_at, "
@@ -55,6 +56,8 @@ def conversation(
     last_seq: int,
     summary: str | None,
     summary_up_to_seq: int | None,
+    forked_from_id: UUID | None,
+    forked_from_seq: int | None,
 ) -> Conversation:
     return trusted(
         Conversation,
@@ -68,6 +71,9 @@ def conversation(
             "last_seq": last_seq,
             "summary": summary,
             "summary_up_to_seq": summary_up_to_seq,
+            "forked_from": None
+            if forked_from_id is None
+            else trusted(ForkedFrom, {"conversation_id": forked_from_id, "seq": forked_from_seq}),
         },
     )
 
@@ -97,6 +103,18 @@ def message(
             "metadata": load_json(metadata),
             "created_at": created_at,
             "token_count": token_count,
+        },
+    )
+
+
+def search_hit(found: Message, title: str | None, rank: float, snippet: str | None) -> SearchHit:
+    return trusted(
+        SearchHit,
+        {
+            "message": found,
+            "conversation_title": title,
+            "snippet": snippet or "",
+            "rank": float(rank),
         },
     )
 

@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_MESSAGE_PAGE",
     "DEFAULT_RESUME_TOKENS",
+    "DEFAULT_SEARCH_PAGE",
     "DEFAULT_TOKENIZER",
     "MAX_BATCH_MESSAGES",
     "MAX_CONTEXT_TOKENS",
@@ -23,6 +24,9 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_MESSAGE_PAGE",
     "MAX_RECENT_MESSAGES",
+    "MAX_SEARCH_DEPTH",
+    "MAX_SEARCH_PAGE",
+    "MAX_SEARCH_QUERY_CHARS",
     "MAX_SEQ_CURSOR",
     "MAX_TOKEN_COUNT",
     "MAX_TOOL_CALL_ID_CHARS",
@@ -61,6 +65,12 @@ DEFAULT_RESUME_TOKENS = 8_000
 
 #: append_messages takes at most this many messages per call.
 MAX_BATCH_MESSAGES = 1_000
+
+#: search_messages: the query's length, the page size, and how deep paging goes.
+MAX_SEARCH_QUERY_CHARS = 500
+DEFAULT_SEARCH_PAGE = 20
+MAX_SEARCH_PAGE = 100
+MAX_SEARCH_DEPTH = 1_000
 
 DEFAULT_CONVERSATION_PAGE = 20
 MAX_CONVERSATION_PAGE = 100

@@ -45,6 +45,16 @@ class Conversation(Model):
     # The sum of the messages' token counts, moved with every append: get_context sizes its
     # first read from it (tokens per message). A hint only: results never depend on it.
     token_total = fields.BigIntField(default=0)
+    # A fork: the conversation and seq it was copied from. SET NULL: deleting the parent
+    # never deletes the fork (forked_from then reads null).
+    forked_from: fields.ForeignKeyNullableRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation",
+        related_name="forks",
+        null=True,
+        on_delete=fields.SET_NULL,
+        db_index=False,
+    )
+    forked_from_seq = fields.BigIntField(null=True)
 
     class Meta:
         table = "conversations"
@@ -76,8 +86,10 @@ class Message(Model):
         # (conversation_id, seq) is both the gapless-seq guard and the keyset pagination
         # index; (conversation_id, idempotency_key) makes replays find the first message
         # (NULL keys never collide). user_id is indexed for the cascade when a user is purged.
-        # The migrations also create messages_system, a partial index on (conversation_id,
-        # seq) WHERE role = 'system', for get_context's system messages older than the cut
-        # (Tortoise models cannot declare a partial index).
+        # The migrations also create what Tortoise models cannot declare: messages_system, a
+        # partial index on (conversation_id, seq) WHERE role = 'system', for get_context's
+        # system messages older than the cut; and full-text search: on PostgreSQL a stored
+        # generated tsvector column (search) with a GIN index, on SQLite an FTS5 table
+        # (messages_fts) kept in step by triggers.
         unique_together = (("conversation", "seq"), ("conversation", "idempotency_key"))
         indexes = (Index(fields=("user_id",), name="messages_user"),)

@@ -31,6 +31,7 @@ from store.contract import (
     DEFAULT_CONVERSATION_PAGE,
     DEFAULT_LIMITS,
     DEFAULT_MESSAGE_PAGE,
+    DEFAULT_SEARCH_PAGE,
     MAX_BATCH_MESSAGES,
     MAX_CONTEXT_TOKENS,
     MAX_CONVERSATION_PAGE,
@@ -38,6 +39,8 @@ from store.contract import (
     MAX_JSON_DEPTH,
     MAX_MESSAGE_PAGE,
     MAX_RECENT_MESSAGES,
+    MAX_SEARCH_PAGE,
+    MAX_SEARCH_QUERY_CHARS,
     MAX_SEQ_CURSOR,
     MAX_TOKEN_COUNT,
     MAX_TOOL_CALL_ID_CHARS,
@@ -448,6 +451,37 @@ class ConversationQuery(_Input):
         return value
 
 
+class SearchQuery(_Input):
+    query: str
+    role: Role | None = None
+    limit: int = Field(default=DEFAULT_SEARCH_PAGE, strict=True, ge=1, le=MAX_SEARCH_PAGE)
+    cursor: str | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        check_text(value, "query")
+        if not value.strip():
+            raise ValueError("query must not be empty")
+        if len(value) > MAX_SEARCH_QUERY_CHARS:
+            raise ValueError(
+                f"query is {len(value)} characters; the limit is {MAX_SEARCH_QUERY_CHARS}"
+            )
+        return value
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_text(value, "cursor")
+        return value
+
+
+class ForkQuery(_Input):
+    at_seq: int = Field(strict=True, ge=0, le=MAX_SEQ_CURSOR)
+    title: Title = None
+
+
 class ContextQuery(_Input):
     max_tokens: int = Field(strict=True, ge=1, le=MAX_CONTEXT_TOKENS)
     keep_system: bool = Field(default=True, strict=True)
@@ -465,6 +499,13 @@ class _Output(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class ForkedFrom(_Output):
+    """Where a fork was copied from: its parent conversation and the last seq copied."""
+
+    conversation_id: UUID
+    seq: int
+
+
 class Conversation(_Output):
     """A conversation as the contract shows it."""
 
@@ -477,6 +518,7 @@ class Conversation(_Output):
     last_seq: int
     summary: str | None
     summary_up_to_seq: int | None
+    forked_from: ForkedFrom | None
 
 
 class Message(_Output):
@@ -524,6 +566,23 @@ class Context(_Output):
     messages: list[Message]
     token_count: int
     truncated: bool
+
+
+class SearchHit(_Output):
+    """One message found: the message, its conversation's title, an excerpt with the matched
+    words marked ``**like this**``, and its relevance (higher is better)."""
+
+    message: Message
+    conversation_title: str | None
+    snippet: str
+    rank: float
+
+
+class SearchPage(_Output):
+    """Hits by relevance, then newest first; pass ``next_cursor`` for the next page."""
+
+    results: list[SearchHit]
+    next_cursor: str | None
 
 
 class DeletedConversation(_Output):

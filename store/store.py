@@ -29,12 +29,23 @@ from typing import Any, Literal
 
 from store._append import append
 from store._context import build_context, check_summary_end
-from store._cursor import decode_cursor, encode_cursor
+from store._cursor import (
+    decode_cursor,
+    decode_search_cursor,
+    encode_cursor,
+    encode_search_cursor,
+)
 from store._guard import Guard
 from store._pydantic import trusted
+from store._search import parse
 from store.backends import Backend, Window, backend_class
-from store.contract import DEFAULT_CONVERSATION_PAGE, DEFAULT_MESSAGE_PAGE
-from store.errors import NotFound, NotOpen
+from store.contract import (
+    DEFAULT_CONVERSATION_PAGE,
+    DEFAULT_MESSAGE_PAGE,
+    DEFAULT_SEARCH_PAGE,
+    MAX_SEARCH_DEPTH,
+)
+from store.errors import InvalidArgument, NotFound, NotOpen
 from store.schemas import (
     UNSET,
     Context,
@@ -45,6 +56,7 @@ from store.schemas import (
     ConversationQuery,
     ConversationWithMessages,
     DeletedConversation,
+    ForkQuery,
     Message,
     MessagePage,
     MessageQuery,
@@ -52,6 +64,8 @@ from store.schemas import (
     NewMessage,
     PurgedUser,
     RecentMessages,
+    SearchPage,
+    SearchQuery,
     Unset,
     check_user,
     dump_json,
@@ -286,6 +300,46 @@ class ConversationStore:
 
         return await self._guard.run(op)
 
+    async def fork_conversation(
+        self,
+        *,
+        user: str,
+        conversation_id: str | uuid.UUID,
+        at_seq: int,
+        title: str | None = None,
+    ) -> Conversation:
+        """A new conversation of ``user`` holding copies of messages 1 … ``at_seq`` (0 …
+        last_seq) of this one: same seqs, roles, content, tool calls, metadata, token counts
+        and times, new ids, no idempotency keys. It has the parent's title unless ``title`` is
+        given, its metadata, its summary when that covers no more than ``at_seq``, and
+        ``forked_from``. The parent is unchanged, and deleting either leaves the other. To edit
+        message N and regenerate: fork at N - 1, then append the edited message."""
+        user = check_user(user)
+        cid = parse_id(conversation_id)
+        query = validate(ForkQuery, self._limits, at_seq=at_seq, title=title)
+        # Chosen once per call: a retry after a lost reply finds the fork it made.
+        fork_id = uuid.uuid4()
+        db = self._db()
+
+        def in_range(last_seq: int) -> None:
+            if query.at_seq > last_seq:
+                raise InvalidArgument(f"at_seq must lie in 0 … last_seq ({last_seq})")
+
+        async def op() -> Conversation:
+            fork = await db.fork_conversation(
+                user=user,
+                conversation_id=cid,
+                fork_id=fork_id,
+                at_seq=query.at_seq,
+                title=query.title,
+                check=in_range,
+            )
+            if fork is None:
+                raise NotFound(_NOT_FOUND)
+            return fork
+
+        return await self._guard.run(op)
+
     async def delete_conversation(
         self, *, user: str, conversation_id: str | uuid.UUID
     ) -> DeletedConversation:
@@ -423,6 +477,61 @@ class ConversationStore:
             if not messages and not await db.conversation_exists(user=user, conversation_id=cid):
                 raise NotFound(_NOT_FOUND)
             return trusted(MessagePage, {"messages": messages, "has_more": has_more})
+
+        return await self._guard.run(op)
+
+    async def search_messages(
+        self,
+        *,
+        user: str,
+        query: str,
+        conversation_id: str | uuid.UUID | None = None,
+        role: str | None = None,
+        limit: int = DEFAULT_SEARCH_PAGE,
+        cursor: str | None = None,
+    ) -> SearchPage:
+        """The user's messages matching ``query``, by relevance then newest first.
+
+        Words are all required (case-insensitive, stemmed: ``trains`` finds ``train``);
+        ``"a phrase"`` matches those words in a row; ``a or b`` wants either; ``-word``
+        excludes. Any text is a valid query: nothing else in it is syntax. ``conversation_id``
+        and ``role`` filter; ``next_cursor`` pages, at most ``MAX_SEARCH_DEPTH`` results deep.
+        """
+        user = check_user(user)
+        cid = parse_id(conversation_id) if conversation_id is not None else None
+        search = validate(
+            SearchQuery, self._limits, query=query, role=role, limit=limit, cursor=cursor
+        )
+        terms = parse(search.query)
+        # A cursor holds for the query and filters it was issued for, and only those.
+        bound = "\x1f".join([search.query, str(cid or ""), search.role or ""])
+        after, depth = None, 0
+        if search.cursor is not None:
+            after, depth = decode_search_cursor(user, bound, search.cursor)
+        count = min(search.limit, MAX_SEARCH_DEPTH - depth)
+        db = self._db()
+
+        async def op() -> SearchPage:
+            hits = []
+            if terms.searchable and count > 0:
+                hits = await db.search_messages(
+                    user=user,
+                    query=search.query,
+                    terms=terms,
+                    conversation_id=cid,
+                    role=search.role,
+                    count=count + 1,
+                    after=after,
+                )
+            page, next_cursor = hits[:count], None
+            if len(hits) > count and depth + count < MAX_SEARCH_DEPTH:
+                last = page[-1]
+                position = (last.rank, last.message.created_at, last.message.id)
+                next_cursor = encode_search_cursor(user, bound, position, depth + count)
+            if cid is not None and not page and depth == 0:
+                if not await db.conversation_exists(user=user, conversation_id=cid):
+                    raise NotFound(_NOT_FOUND)
+            return trusted(SearchPage, {"results": page, "next_cursor": next_cursor})
 
         return await self._guard.run(op)
 

@@ -49,6 +49,7 @@ CONVERSATION_KEYS = {
     "last_seq",
     "summary",
     "summary_up_to_seq",
+    "forked_from",
 }
 MESSAGE_KEYS = {
     "id",

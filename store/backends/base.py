@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from store.schemas import Conversation, Message, NewMessage
+from store._search import Terms
+from store.schemas import Conversation, Message, NewMessage, SearchHit
 from store.settings import Settings
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ContextWindow",
     "Duplicate",
     "Position",
+    "SearchPosition",
     "SummaryEnd",
     "Window",
     "summary_end",
@@ -36,6 +38,8 @@ __all__ = [
 
 #: A place in ``list_conversations``' order: (updated_at, id) of the last row of a page.
 Position = tuple[datetime, UUID]
+#: A place in ``search_messages``' order: (rank, created_at, id) of the last hit of a page.
+SearchPosition = tuple[float, datetime, UUID]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +168,23 @@ class Backend(Protocol):
         is given the ``SummaryEnd`` at ``changes["summary_up_to_seq"]``: it raises to refuse,
         and then nothing is written."""
 
+    async def fork_conversation(
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        fork_id: UUID,
+        at_seq: int,
+        title: str | None,
+        check: Callable[[int], None],
+    ) -> Conversation | None:
+        """A new conversation ``fork_id`` holding copies of messages 1 … ``at_seq`` (new ids,
+        the rest kept, no idempotency keys), with the parent's title (unless ``title``), its
+        metadata, its summary when that covers no more than ``at_seq``, and forked_from, in one
+        transaction with the parent locked against writes. ``check`` is given the parent's
+        last_seq first and raises to refuse. None when there is no such parent; the existing
+        fork when ``fork_id`` exists already (a retried call whose first attempt committed)."""
+
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         """Delete it (its messages by ON DELETE CASCADE); how many messages went with it, or
         None when there was no such conversation."""
@@ -204,6 +225,25 @@ class Backend(Protocol):
         grow with how deep the window is or how large the store is."""
 
     async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool: ...
+
+    # -- search --------------------------------------------------------------------------
+
+    async def search_messages(
+        self,
+        *,
+        user: str,
+        query: str,
+        terms: Terms,
+        conversation_id: UUID | None,
+        role: str | None,
+        count: int,
+        after: SearchPosition | None,
+    ) -> list[SearchHit]:
+        """Up to ``count`` of the user's messages matching ``query`` (``terms``: the same,
+        parsed by ``store._search``), by rank (higher first), then newest first, after
+        ``after``. The rank comes from the message and the query alone, never from other
+        messages, so no one else's history can move it. Only the user's messages are read
+        into the result, counted or ranked."""
 
     # -- context windows (store._context) --------------------------------------------------
 

@@ -28,18 +28,21 @@ from store._rows import (
     context_window,
     conversation,
     message,
+    search_hit,
     stored_message,
 )
+from store._search import Terms
 from store.backends.base import (
     ContextWindow,
     Duplicate,
     Position,
+    SearchPosition,
     SummaryEnd,
     Window,
     summary_end,
 )
 from store.errors import NotOpen, Unavailable
-from store.schemas import Conversation, Message, NewMessage
+from store.schemas import Conversation, Message, NewMessage, SearchHit
 from store.settings import APP_LABEL, Settings, database_credentials
 
 __all__ = ["IdleConnections", "PostgresBackend"]
@@ -206,11 +209,65 @@ _SYSTEM_MESSAGES = (
     "(SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2) "
     "AND role = 'system' AND seq > $3 AND seq < $4 ORDER BY seq LIMIT $5"
 )
+# A fork: the parent held (FOR SHARE: appends, updates and deletes wait) while the new
+# conversation and the copies of its messages 1 … $5 are written, one INSERT … SELECT each.
+_LOCK_PARENT = "SELECT last_seq FROM conversations WHERE id = $1 AND user_id = $2 FOR SHARE"
+_FORK = f"""
+WITH t AS (SELECT clock_timestamp() AS now)
+INSERT INTO conversations
+    (id, user_id, title, metadata, created_at, updated_at, message_count, last_seq, summary,
+     summary_up_to_seq, summary_token_count, token_total, forked_from_id, forked_from_seq)
+SELECT $3, p.user_id, coalesce($4, p.title), p.metadata, t.now, t.now, $5, $5,
+       CASE WHEN p.summary_up_to_seq <= $5 THEN p.summary END,
+       CASE WHEN p.summary_up_to_seq <= $5 THEN p.summary_up_to_seq END,
+       CASE WHEN p.summary_up_to_seq <= $5 THEN p.summary_token_count END,
+       (SELECT coalesce(sum(token_count), 0) FROM messages
+        WHERE conversation_id = $1 AND seq <= $5),
+       p.id, $5
+FROM conversations p, t WHERE p.id = $1 AND p.user_id = $2
+ON CONFLICT (id) DO NOTHING
+RETURNING {CONVERSATION_COLUMNS}
+"""
+_FORK_MESSAGES = """
+INSERT INTO messages (id, conversation_id, user_id, seq, role, content, tool_calls, tool_call_id,
+                      metadata, created_at, token_count)
+SELECT gen_random_uuid(), $2, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
+       created_at, token_count
+FROM messages WHERE conversation_id = $1 AND seq <= $3
+"""
 _LOCK_CONVERSATION = "SELECT last_seq FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE"
 _SUMMARY_END = (
     "SELECT seq, role, tool_calls IS NOT NULL FROM messages "
     "WHERE conversation_id = $1 AND seq IN ($2::bigint, $2::bigint + 1)"
 )
+# Search: the query parsed by websearch_to_tsquery (never an error), the user's matching
+# messages found through the GIN index on search, ranked by ts_rank_cd (cover density: from
+# the message and the query alone), paged by keyset on (rank, created_at, id); excerpts are
+# made for the page only. The filters ({where}) are added per call.
+_M_COLUMNS = ", ".join(f"m.{column}" for column in MESSAGE_COLUMNS.split(", "))
+_SEARCH_TEXT = "m.content || ' ' || coalesce(m.tool_calls::text, '')"
+_HEADLINE_OPTIONS = (
+    "StartSel=**, StopSel=**, MaxWords=24, MinWords=10, ShortWord=2, MaxFragments=2, "
+    'FragmentDelimiter=" … "'
+)
+_SEARCH = f"""
+WITH q AS (SELECT websearch_to_tsquery('english', $2) AS q),
+page AS (
+    SELECT m.id, ts_rank_cd(m.search, q.q) AS rank, m.created_at
+    FROM messages m, q
+    WHERE m.user_id = $1 AND m.search @@ q.q{{where}}
+    ORDER BY rank DESC, m.created_at DESC, m.id DESC LIMIT $3
+)
+SELECT {_M_COLUMNS}, c.title, page.rank,
+       ts_headline('english', {_SEARCH_TEXT}, q.q, '{_HEADLINE_OPTIONS}')
+FROM page JOIN messages m ON m.id = page.id JOIN conversations c ON c.id = m.conversation_id, q
+ORDER BY page.rank DESC, page.created_at DESC, page.id DESC
+"""
+_AFTER_HIT = (
+    " AND (ts_rank_cd(m.search, q.q), m.created_at, m.id)"
+    " < (${}::real, ${}::timestamptz, ${}::uuid)"
+)
+
 #: update_conversation's columns, with the cast each parameter needs.
 _UPDATABLE = {
     "title": "",
@@ -503,6 +560,30 @@ class PostgresBackend:
 
         return await self._transaction(work)
 
+    async def fork_conversation(
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        fork_id: UUID,
+        at_seq: int,
+        title: str | None,
+        check: Callable[[int], None],
+    ) -> Conversation | None:
+        async def work(conn: Any) -> Conversation | None:
+            last_seq = await conn.fetchval(_LOCK_PARENT, conversation_id, user)
+            if last_seq is None:
+                return None
+            check(last_seq)
+            row = await conn.fetchrow(_FORK, conversation_id, user, fork_id, title, at_seq)
+            if row is None:  # this very fork, stored by a first attempt
+                row = await conn.fetchrow(_CONVERSATION, fork_id, user)
+                return None if row is None else conversation(*row)
+            await conn.execute(_FORK_MESSAGES, conversation_id, fork_id, at_seq)
+            return conversation(*row)
+
+        return await self._transaction(work)
+
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         # The row lock DELETE takes orders it after any append in flight, so the returned
         # message_count is exactly the number of messages the cascade removed.
@@ -588,6 +669,34 @@ class PostgresBackend:
     async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool:
         row = await self._one(_CONVERSATION_EXISTS, conversation_id, user)
         return row is not None
+
+    # -- search -----------------------------------------------------------------------------
+
+    async def search_messages(
+        self,
+        *,
+        user: str,
+        query: str,
+        terms: Terms,
+        conversation_id: UUID | None,
+        role: str | None,
+        count: int,
+        after: SearchPosition | None,
+    ) -> list[SearchHit]:
+        args: list[Any] = [user, query, count]
+        where = ""
+        if conversation_id is not None:
+            args.append(conversation_id)
+            where += f" AND m.conversation_id = ${len(args)}"
+        if role is not None:
+            args.append(role)
+            where += f" AND m.role = ${len(args)}"
+        if after is not None:
+            args += after
+            n = len(args)
+            where += _AFTER_HIT.format(n - 2, n - 1, n)
+        rows = await self._fetch(_SEARCH.format(where=where), *args)
+        return [search_hit(message(*row[:-3]), *row[-3:]) for row in rows]
 
     # -- context windows -------------------------------------------------------------------
 

@@ -29,18 +29,21 @@ from store._rows import (
     context_window,
     conversation,
     message,
+    search_hit,
     stored_message,
 )
+from store._search import Terms
 from store.backends.base import (
     ContextWindow,
     Duplicate,
     Position,
+    SearchPosition,
     SummaryEnd,
     Window,
     summary_end,
 )
 from store.errors import NotOpen
-from store.schemas import Conversation, Message, NewMessage
+from store.schemas import Conversation, Message, NewMessage, SearchHit
 from store.settings import APP_LABEL, Settings, database_credentials
 
 __all__ = ["SqliteBackend"]
@@ -88,11 +91,69 @@ _SYSTEM_MESSAGES = (
     "(SELECT 1 FROM conversations c WHERE c.id = ?1 AND c.user_id = ?2) "
     "AND role = 'system' AND seq > ?3 AND seq < ?4 ORDER BY seq LIMIT ?5"
 )
+# A fork, as in the PostgreSQL backend (see there), inside BEGIN IMMEDIATE; message ids are
+# made by SQLite, in the UUID version 4 form.
+_FORK = f"""
+INSERT INTO conversations
+    (id, user_id, title, metadata, created_at, updated_at, message_count, last_seq, summary,
+     summary_up_to_seq, summary_token_count, token_total, forked_from_id, forked_from_seq)
+SELECT ?3, p.user_id, coalesce(?4, p.title), p.metadata, ?6, ?6, ?5, ?5,
+       CASE WHEN p.summary_up_to_seq <= ?5 THEN p.summary END,
+       CASE WHEN p.summary_up_to_seq <= ?5 THEN p.summary_up_to_seq END,
+       CASE WHEN p.summary_up_to_seq <= ?5 THEN p.summary_token_count END,
+       (SELECT coalesce(sum(token_count), 0) FROM messages
+        WHERE conversation_id = ?1 AND seq <= ?5),
+       p.id, ?5
+FROM conversations p WHERE p.id = ?1 AND p.user_id = ?2
+ON CONFLICT (id) DO NOTHING
+RETURNING {CONVERSATION_COLUMNS}
+"""
+_UUID4 = (
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || "
+    "substr(hex(randomblob(2)), 2) || '-' || substr('89ab', 1 + abs(random()) % 4, 1) || "
+    "substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))"
+)
+_FORK_MESSAGES = f"""
+INSERT INTO messages (id, conversation_id, user_id, seq, role, content, tool_calls, tool_call_id,
+                      metadata, created_at, token_count)
+SELECT {_UUID4}, ?2, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
+       created_at, token_count
+FROM messages WHERE conversation_id = ?1 AND seq <= ?3 ORDER BY seq
+"""
 _LAST_SEQ = "SELECT last_seq FROM conversations WHERE id = ?1 AND user_id = ?2"
 _SUMMARY_END = (
     "SELECT seq, role, tool_calls IS NOT NULL FROM messages "
     "WHERE conversation_id = ?1 AND seq IN (?2, ?2 + 1)"
 )
+_M_COLUMNS = ", ".join(f"m.{column}" for column in MESSAGE_COLUMNS.split(", "))
+# Search: FTS5 (porter over unicode61) through message_search, whose INTEGER ids stay stable.
+# The rank is how many of the query's words the message matched (content and tool_calls), so
+# it depends on the message alone: bm25() would weigh words by how many messages of everyone
+# hold them, letting other users' histories move a user's ranks. The filters ({where}) are
+# added per call; text matched in the excerpt is marked **like this**.
+_SEARCH = f"""
+WITH hits AS (
+    SELECT m.id AS mid, m.created_at AS created_at,
+           highlight(messages_fts, 0, char(1), char(2)) AS h0,
+           highlight(messages_fts, 1, char(1), char(2)) AS h1,
+           snippet(messages_fts, -1, '**', '**', '…', 16) AS excerpt
+    FROM messages_fts
+    JOIN message_search s ON s.id = messages_fts.rowid
+    JOIN messages m ON m.id = s.message_id
+    WHERE messages_fts MATCH ?2 AND m.user_id = ?1{{where}}
+),
+ranked AS (
+    SELECT mid, created_at, excerpt,
+           length(coalesce(h0, '')) - length(replace(coalesce(h0, ''), char(2), ''))
+           + length(coalesce(h1, '')) - length(replace(coalesce(h1, ''), char(2), ''))
+           AS rank
+    FROM hits
+)
+SELECT {_M_COLUMNS}, c.title, r.rank, r.excerpt
+FROM ranked r JOIN messages m ON m.id = r.mid JOIN conversations c ON c.id = m.conversation_id
+{{after}}
+ORDER BY r.rank DESC, r.created_at DESC, r.mid DESC LIMIT ?3
+"""
 _UPDATABLE = ("title", "metadata", "summary", "summary_up_to_seq", "summary_token_count")
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = ?1"
@@ -146,10 +207,12 @@ def _parse_ts(value: str) -> datetime:
 
 
 def _conversation(row: Sequence[Any]) -> Conversation:
-    # SQLite hands back ids and timestamps as text: columns 0 (id), 3 and 4 (timestamps).
-    cid, title, metadata, created_at, updated_at, *counts_and_summary = row
+    # SQLite hands back ids and timestamps as text: the ids, and columns 3 and 4.
+    cid, title, metadata, created_at, updated_at, count, last, summary, up_to, parent, at = row
     created, updated = _parse_ts(created_at), _parse_ts(updated_at)
-    return conversation(UUID(cid), title, metadata, created, updated, *counts_and_summary)
+    forked = None if parent is None else UUID(parent)
+    fields = (count, last, summary, up_to, forked, at)
+    return conversation(UUID(cid), title, metadata, created, updated, *fields)
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -158,6 +221,20 @@ def _message(row: Sequence[Any]) -> Message:
     created = _parse_ts(created_at)
     fields = (seq, role, content, tool_calls, tool_call_id, metadata, created, tokens)
     return message(UUID(mid), UUID(cid), *fields)
+
+
+def _phrase(text: str) -> str:
+    # Quoted, an FTS5 string is a phrase of its words and never an operator.
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _fts_query(terms: Terms) -> str:
+    """The FTS5 query for ``terms``: every group, each any one of its phrases, and none of
+    the excluded phrases."""
+    groups = " AND ".join(
+        "(" + " OR ".join(_phrase(term) for term in group) + ")" for group in terms.groups
+    )
+    return "".join([f"({groups})", *(f" NOT {_phrase(term)}" for term in terms.excluded)])
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -380,6 +457,33 @@ class SqliteBackend:
 
         return await self._transaction(work)
 
+    async def fork_conversation(
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        fork_id: UUID,
+        at_seq: int,
+        title: str | None,
+        check: Callable[[int], None],
+    ) -> Conversation | None:
+        parent, fork = str(conversation_id), str(fork_id)
+        now = _ts(datetime.now(UTC))
+
+        async def work(conn: aiosqlite.Connection) -> Conversation | None:
+            head = await _rows(conn, _LAST_SEQ, (parent, user))
+            if not head:
+                return None
+            check(head[0][0])
+            rows = await _rows(conn, _FORK, (parent, user, fork, title, at_seq, now))
+            if not rows:  # this very fork, stored by a first attempt
+                rows = await _rows(conn, _CONVERSATION, (fork, user))
+                return _conversation(rows[0]) if rows else None
+            await _exec(conn, _FORK_MESSAGES, (parent, fork, at_seq))
+            return _conversation(rows[0])
+
+        return await self._transaction(work)
+
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         row = await self._one(_DELETE_CONVERSATION, str(conversation_id), user)
         return None if row is None else int(row[0])
@@ -469,6 +573,35 @@ class SqliteBackend:
     async def conversation_exists(self, *, user: str, conversation_id: UUID) -> bool:
         row = await self._one(_CONVERSATION_EXISTS, str(conversation_id), user)
         return row is not None
+
+    # -- search -----------------------------------------------------------------------------
+
+    async def search_messages(
+        self,
+        *,
+        user: str,
+        query: str,
+        terms: Terms,
+        conversation_id: UUID | None,
+        role: str | None,
+        count: int,
+        after: SearchPosition | None,
+    ) -> list[SearchHit]:
+        args: list[Any] = [user, _fts_query(terms), count]
+        where = after_clause = ""
+        if conversation_id is not None:
+            args.append(str(conversation_id))
+            where += f" AND m.conversation_id = ?{len(args)}"
+        if role is not None:
+            args.append(role)
+            where += f" AND m.role = ?{len(args)}"
+        if after is not None:
+            rank, created_at, message_id = after
+            args += [rank, _ts(created_at), str(message_id)]
+            n = len(args)
+            after_clause = f"WHERE (r.rank, r.created_at, r.mid) < (?{n - 2}, ?{n - 1}, ?{n})"
+        rows = await self._fetch(_SEARCH.format(where=where, after=after_clause), *args)
+        return [search_hit(_message(row[:-3]), *row[-3:]) for row in rows]
 
     # -- context windows -------------------------------------------------------------------
 

@@ -26,14 +26,16 @@ TOOL_NAMES = [
     "append_message",
     "create_conversation",
     "delete_conversation",
+    "fork_conversation",
     "get_context",
     "get_conversation",
     "list_conversations",
     "list_messages",
+    "search_messages",
     "update_conversation",
 ]
 
-#: The tools that take a ``conversation_id`` (everything but create/list_conversations).
+#: The tools that require a ``conversation_id`` (search_messages takes one only as a filter).
 ID_TOOLS = (
     "get_conversation",
     "append_message",
@@ -41,8 +43,15 @@ ID_TOOLS = (
     "delete_conversation",
     "get_context",
     "update_conversation",
+    "fork_conversation",
 )
-READ_TOOLS = ("list_conversations", "get_conversation", "list_messages", "get_context")
+READ_TOOLS = (
+    "list_conversations",
+    "get_conversation",
+    "list_messages",
+    "get_context",
+    "search_messages",
+)
 
 RESOURCE_PREFIX = "chatstore://conversations/"
 
@@ -62,6 +71,8 @@ def args_for(tool: str, conversation_id: str) -> dict[str, Any]:
         return {"conversation_id": conversation_id, "max_tokens": 1000}
     if tool == "update_conversation":
         return {"conversation_id": conversation_id, "title": "renamed"}
+    if tool == "fork_conversation":
+        return {"conversation_id": conversation_id, "at_seq": 0}
     return {"conversation_id": conversation_id}
 
 

@@ -37,7 +37,8 @@ MESSAGES_AFTER = _MESSAGE_SELECT + "AND seq > $3 AND seq <= $3 + $4 ORDER BY seq
 
 _CONVERSATION_SELECT = (
     "SELECT id, title, metadata, created_at, updated_at, message_count, last_seq, "
-    "summary, summary_up_to_seq FROM conversations WHERE user_id = $1 "
+    "summary, summary_up_to_seq, forked_from_id, forked_from_seq "
+    "FROM conversations WHERE user_id = $1 "
 )
 CONVERSATIONS_FIRST = _CONVERSATION_SELECT + "ORDER BY updated_at DESC, id DESC LIMIT $2"
 CONVERSATIONS_NEXT = (
