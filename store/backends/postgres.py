@@ -241,30 +241,32 @@ _SUMMARY_END = (
     "WHERE conversation_id = $1 AND seq IN ($2::bigint, $2::bigint + 1)"
 )
 # Search: the query parsed by websearch_to_tsquery (never an error), the user's matching
-# messages found through the GIN index on search, ranked by ts_rank_cd (cover density: from
-# the message and the query alone), paged by keyset on (rank, created_at, id); excerpts are
-# made for the page only. The filters ({where}) are added per call.
+# messages found through the GIN index on (user_id, search), ranked by ts_rank_cd (cover
+# density: from the message and the query alone), paged by keyset on (rank, created_at, id);
+# excerpts are made for the page only. The filters ({where}) are added per call. The query
+# is written out where it is used rather than computed once in a CTE: the planner then sees
+# its words, and estimates from the index's statistics how rare they are.
 _M_COLUMNS = ", ".join(f"m.{column}" for column in MESSAGE_COLUMNS.split(", "))
 _SEARCH_TEXT = "m.content || ' ' || coalesce(m.tool_calls::text, '')"
 _HEADLINE_OPTIONS = (
     "StartSel=**, StopSel=**, MaxWords=24, MinWords=10, ShortWord=2, MaxFragments=2, "
     'FragmentDelimiter=" … "'
 )
+_QUERY = "websearch_to_tsquery('english', $2)"
 _SEARCH = f"""
-WITH q AS (SELECT websearch_to_tsquery('english', $2) AS q),
-page AS (
-    SELECT m.id, ts_rank_cd(m.search, q.q) AS rank, m.created_at
-    FROM messages m, q
-    WHERE m.user_id = $1 AND m.search @@ q.q{{where}}
+WITH page AS (
+    SELECT m.id, ts_rank_cd(m.search, {_QUERY}) AS rank, m.created_at
+    FROM messages m
+    WHERE m.user_id = $1 AND m.search @@ {_QUERY}{{where}}
     ORDER BY rank DESC, m.created_at DESC, m.id DESC LIMIT $3
 )
 SELECT {_M_COLUMNS}, c.title, page.rank,
-       ts_headline('english', {_SEARCH_TEXT}, q.q, '{_HEADLINE_OPTIONS}')
-FROM page JOIN messages m ON m.id = page.id JOIN conversations c ON c.id = m.conversation_id, q
+       ts_headline('english', {_SEARCH_TEXT}, {_QUERY}, '{_HEADLINE_OPTIONS}')
+FROM page JOIN messages m ON m.id = page.id JOIN conversations c ON c.id = m.conversation_id
 ORDER BY page.rank DESC, page.created_at DESC, page.id DESC
 """
 _AFTER_HIT = (
-    " AND (ts_rank_cd(m.search, q.q), m.created_at, m.id)"
+    f" AND (ts_rank_cd(m.search, {_QUERY}), m.created_at, m.id)"
     " < (${}::real, ${}::timestamptz, ${}::uuid)"
 )
 

@@ -297,3 +297,64 @@ async def test_list_conversations_uses_conversations_user_recent(
     for sql, args in ((first_sql, first_args), (next_sql, next_args)):
         nodes = await _explain(seeded.url, sql, args, generic=plan == "generic")
         _assert_keyset_access(nodes, "conversations", "conversations_user_recent", 10)
+
+
+#: A user with a long history of their own, added by the search test (the other tests never
+#: read it).
+SEARCHER = "seed-searcher"
+SEARCHER_MESSAGES = 20_000
+
+
+async def test_search_reads_only_the_users_matches_through_messages_search(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rare word, in every 500th message of a long history and in a few of other users':
+    # GIN (search) alone would hand the heap every user's matches, or AND them with
+    # messages_user (the whole history); GIN (user_id, search) finds exactly this user's.
+    conn = await asyncpg.connect(seeded.url, timeout=5)
+    try:
+        await conn.execute(
+            "UPDATE messages SET content = content || ' zanzibar' WHERE seq % 100 = 0"
+        )
+        await conn.execute(
+            f"""
+            INSERT INTO users (id, created_at) VALUES ('{SEARCHER}', now());
+            INSERT INTO conversations
+                (id, user_id, title, metadata, created_at, updated_at, message_count, last_seq)
+            VALUES (gen_random_uuid(), '{SEARCHER}', 'long', '{{}}', now(), now(),
+                    {SEARCHER_MESSAGES}, {SEARCHER_MESSAGES});
+            INSERT INTO messages (id, conversation_id, user_id, seq, role, content, metadata,
+                                  created_at, token_count)
+            SELECT gen_random_uuid(), c.id, c.user_id, s, 'user',
+                   'a message about the weather' || CASE WHEN s % 500 = 0 THEN ' zanzibar'
+                                                         ELSE '' END,
+                   '{{}}', now(), 6
+            FROM conversations c, generate_series(1, {SEARCHER_MESSAGES}) s
+            WHERE c.user_id = '{SEARCHER}';
+            """
+        )
+        # New GIN entries wait in the index's pending list, which every search scans, until
+        # (auto)vacuum merges them: the steady state is the merged index.
+        await conn.execute("VACUUM ANALYZE messages")
+        others = await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE user_id <> $1 AND content LIKE '%zanzibar'",
+            SEARCHER,
+        )
+    finally:
+        await conn.close()
+    matches = SEARCHER_MESSAGES // 500
+    assert others > 0
+    async with ConversationStore(Settings(database_url=seeded.url)) as store:
+        captured = Captured(monkeypatch)
+        page = await store.search_messages(user=SEARCHER, query="zanzibar", limit=20)
+        assert len(page.results) == 20
+        searches = [(sql, args) for sql, args in captured.statements if "@@" in sql]
+    assert len(searches) == 1, captured.statements
+    sql, args = searches[0]
+    for plan in ("custom", "generic"):
+        nodes = await _explain(seeded.url, sql, args, generic=plan == "generic")
+        described = _describe(nodes)
+        assert not any(n["Node Type"] == "Seq Scan" for n in nodes), (plan, described)
+        bitmaps = [n for n in nodes if n["Node Type"] == "Bitmap Index Scan"]
+        assert [n["Index Name"] for n in bitmaps] == ["messages_search"], (plan, described)
+        assert bitmaps[0]["Actual Rows"] == matches, (plan, matches, described)
