@@ -1,5 +1,6 @@
-"""The context-window migration on a database that already holds messages: every stored message
-gets the token count the store would have given it, and nothing else changes."""
+"""The migrations on a database that already holds messages: every stored message gets the
+token count the store would have given it and is found by search (content and tool calls), a
+conversation from before forks can be forked, and nothing else changes."""
 
 from __future__ import annotations
 
@@ -103,3 +104,12 @@ async def test_existing_messages_are_counted_by_the_migration(old_database: Sett
         )
         context = await store.get_context(user="old", conversation_id=cid, max_tokens=10_000)
         assert [m.seq for m in context.messages] == [1, 2, 3, 4]
+        found = await store.search_messages(user="old", query="lyon")
+        assert sorted(hit.message.seq for hit in found.results) == [1, 2]
+        assert conversation.forked_from is None
+        fork = await store.fork_conversation(user="old", conversation_id=cid, at_seq=3)
+        assert fork.forked_from is not None and fork.forked_from.conversation_id == cid
+        found = await store.search_messages(user="old", query="fastest or trains")
+        assert sorted(
+            (h.message.conversation_id == fork.id, h.message.seq) for h in found.results
+        ) == [(False, 1), (False, 2), (False, 3), (False, 4), (True, 1), (True, 2), (True, 3)]
