@@ -51,6 +51,9 @@ class Profile:
     # W9: batch appends.
     w9_batch: int
     w9_batches: int
+    # W10: search in the 1M store (a user of 100k messages), and forks of W2's conversation.
+    w10_reads: int
+    w10_forks: int
     # W6: MCP round trips (in-process, stdio, streamable HTTP) against the bare store call.
     w6_messages: int
     w6_page: int
@@ -107,6 +110,8 @@ FULL = Profile(
     w8_reads=500,
     w9_batch=25,
     w9_batches=400,
+    w10_reads=100,
+    w10_forks=40,
     repeats=5,
     read_warmup=50,
     budget_s=90.0,
@@ -130,6 +135,8 @@ QUICK = replace(
     w7_seconds=5.0,
     w8_reads=150,
     w9_batches=80,
+    w10_reads=25,
+    w10_forks=10,
     repeats=1,
     read_warmup=20,
     budget_s=10.0,

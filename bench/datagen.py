@@ -7,7 +7,10 @@ stable name, so the chatstore and floor databases hold byte-identical rows and a
 from one can be compared with the same page read from the other.
 
 Messages alternate ``user``/``assistant`` with 380-420 characters of content (400 on
-average), stored inline (below PostgreSQL's TOAST threshold), like a typical chat turn.
+average), stored inline (below PostgreSQL's TOAST threshold), like a typical chat turn. The
+content is hex digests, except in conversations generated with ``words``: English words drawn
+from ``WORDS``, with two marker words for search (``COMMON_WORD`` in every 10th message,
+``RARE_WORD`` in every 10,007th).
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 __all__ = [
+    "COMMON_WORD",
     "EPOCH",
+    "RARE_WORD",
+    "WORDS",
     "ConversationSpec",
     "message_content",
     "populate",
@@ -33,14 +39,15 @@ __all__ = [
 #: The generated history starts here (fixed, so reruns produce the same rows).
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
+#: ``{content}`` is the content expression: hex digests, or ``_WORDS_CONTENT``.
 _MESSAGE_SQL = """
 INSERT INTO messages (id, conversation_id, user_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, idempotency_key, created_at, token_count)
 SELECT md5('chatstore-bench:message:' || c.id::text || ':' || s)::uuid,
        c.id, c.user_id, s,
        CASE WHEN s % 2 = 1 THEN 'user' ELSE 'assistant' END,
-       left(repeat(md5(c.id::text || ':' || s) || ' ', 13), 380 + (s % 41)::int),
-       NULL, NULL, '{}'::jsonb, NULL,
+       {content},
+       NULL, NULL, '{{}}'::jsonb, NULL,
        c.created_at + s * interval '1 millisecond',
        -- synthetic counts (these are not tokenized): one token per four characters
        (380 + (s % 41)::int) / 4
@@ -48,6 +55,16 @@ FROM conversations AS c
 CROSS JOIN LATERAL generate_series($2::bigint, LEAST($3::bigint, c.last_seq)) AS s
 WHERE c.id = ANY($1::uuid[])
 """
+_HEX_CONTENT = "left(repeat(md5(c.id::text || ':' || s) || ' ', 13), 380 + (s % 41)::int)"
+# 90 words drawn from $4 by md5 bytes (the same rows on every run), after the markers.
+_WORDS_CONTENT = """left(
+    CASE WHEN s % 10007 = 0 THEN $5::text || ' ' ELSE '' END
+    || CASE WHEN s % 10 = 0 THEN $6::text || ' ' ELSE '' END
+    || array_to_string(ARRAY(
+        SELECT ($4::text[])[1 + get_byte(decode(md5(c.id::text || ':' || s || ':' || k), 'hex'), 0)
+                             % array_length($4::text[], 1)]
+        FROM generate_series(1, 90) AS k), ' '),
+    380 + (s % 41)::int)"""
 
 _CONVERSATION_SQL = """
 INSERT INTO conversations (id, user_id, title, metadata, created_at, updated_at,
@@ -67,7 +84,7 @@ def stable_id(*parts: object) -> uuid.UUID:
 
 #: Words for the messages the benchmark writes itself: English text, as agents' messages are
 #: (a tokenizer's cost depends on the text: random hex takes ~2.5x as many tokens).
-_WORDS = (
+WORDS = (
     "the of and to in is you that it he was for on are as with his they at be this have from "
     "or one had by word but not what all were we when your can said there use an each which "
     "she do how their if will up other about out many then them these so some her would make "
@@ -75,6 +92,9 @@ _WORDS = (
     "first water been call who oil its now find long down day did get come made may part "
     "train ticket station morning evening weather hotel booking flight seat window price"
 ).split()
+#: Search markers in ``words`` conversations: in every 10th message, in every 10,007th.
+COMMON_WORD, RARE_WORD = "weather", "zanzibar"
+_DRAWN = [word for word in WORDS if word != COMMON_WORD]
 
 
 def message_content(index: int) -> str:
@@ -84,7 +104,7 @@ def message_content(index: int) -> str:
     words = [f"{index:08d}"]
     k = 0
     while sum(len(word) + 1 for word in words) <= length:
-        words.append(_WORDS[(digest[k % len(digest)] + 7 * k) % len(_WORDS)])
+        words.append(WORDS[(digest[k % len(digest)] + 7 * k) % len(WORDS)])
         k += 1
     return " ".join(words)[:length]
 
@@ -98,6 +118,8 @@ class ConversationSpec:
     messages: int
     created_at: datetime
     title: str
+    #: English words with search markers (see the module docstring), instead of hex.
+    words: bool = False
 
     @property
     def updated_at(self) -> datetime:
@@ -106,26 +128,26 @@ class ConversationSpec:
 
 def _chunks(
     specs: Sequence[ConversationSpec], rows: int
-) -> Iterator[tuple[list[uuid.UUID], int, int]]:
-    """(ids, first seq, last seq) batches of about ``rows`` messages each: many small
-    conversations per batch, or one slice of a large conversation."""
+) -> Iterator[tuple[list[uuid.UUID], int, int, bool]]:
+    """(ids, first seq, last seq, words) batches of about ``rows`` messages each: many small
+    conversations per batch, or one slice of a large (or a words) conversation."""
     batch: list[uuid.UUID] = []
     batch_rows = batch_max = 0
     for spec in specs:
         if spec.messages == 0:
             continue
-        if spec.messages >= rows:
+        if spec.messages >= rows or spec.words:
             for lo in range(1, spec.messages + 1, rows):
-                yield [spec.id], lo, min(lo + rows - 1, spec.messages)
+                yield [spec.id], lo, min(lo + rows - 1, spec.messages), spec.words
             continue
         batch.append(spec.id)
         batch_rows += spec.messages
         batch_max = max(batch_max, spec.messages)
         if batch_rows >= rows:
-            yield batch, 1, batch_max
+            yield batch, 1, batch_max, False
             batch, batch_rows, batch_max = [], 0, 0
     if batch:
-        yield batch, 1, batch_max
+        yield batch, 1, batch_max, False
 
 
 async def populate(
@@ -161,8 +183,12 @@ async def populate(
             [spec.messages for spec in part],
         )
     done = 0
-    for ids, first, last in _chunks(specs, chunk_rows):
-        status = await conn.execute(_MESSAGE_SQL, ids, first, last)
+    for ids, first, last, words in _chunks(specs, chunk_rows):
+        if words:
+            sql = _MESSAGE_SQL.format(content=_WORDS_CONTENT)
+            status = await conn.execute(sql, ids, first, last, _DRAWN, RARE_WORD, COMMON_WORD)
+        else:
+            status = await conn.execute(_MESSAGE_SQL.format(content=_HEX_CONTENT), ids, first, last)
         done += int(status.rsplit(" ", 1)[1])
         if progress is not None:
             progress(done, total, time.perf_counter() - started)

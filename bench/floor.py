@@ -87,6 +87,48 @@ FROM_SEQ_SQL = (
     f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND {_OWNED} "
     "AND seq >= $3 ORDER BY seq"
 )
+# Search, the indexed way: the user's matches through the GIN index on (user_id, search),
+# ranked by ts_rank_cd, the page's excerpts by ts_headline. The same work chatstore's query
+# has to do; what chatstore adds is parsing, validation, the cursor and the models.
+_M_COLUMNS = ", ".join(f"m.{column}" for column in _MESSAGE_COLUMNS.split(", "))
+SEARCH_SQL = f"""
+WITH q AS (SELECT websearch_to_tsquery('english', $2) AS q),
+hits AS (
+    SELECT m.id, ts_rank_cd(m.search, q.q) AS rank, m.created_at FROM messages m, q
+    WHERE m.user_id = $1 AND m.search @@ q.q
+    ORDER BY rank DESC, m.created_at DESC, m.id DESC LIMIT $3
+)
+SELECT {_M_COLUMNS}, c.title, hits.rank,
+       ts_headline('english', m.content || ' ' || coalesce(m.tool_calls::text, ''), q.q,
+                   'StartSel=**, StopSel=**, MaxWords=24, MinWords=10, MaxFragments=2')
+FROM hits JOIN messages m ON m.id = hits.id JOIN conversations c ON c.id = m.conversation_id, q
+ORDER BY hits.rank DESC, hits.created_at DESC, hits.id DESC
+"""
+# Search the way a LIKE-based history store does it: every message of the user's scanned
+# for the substring, newest matches first.
+ILIKE_SQL = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE user_id = $1 "
+    "AND content ILIKE '%' || $2 || '%' ORDER BY created_at DESC, id DESC LIMIT $3"
+)
+# A fork: the parent's row locked against appends, the new conversation, then the messages
+# copied by one INSERT … SELECT, in one transaction.
+FORK_LOCK_SQL = "SELECT last_seq FROM conversations WHERE id = $1 AND user_id = $2 FOR SHARE"
+FORK_CONVERSATION_SQL = """
+INSERT INTO conversations (id, user_id, title, metadata, created_at, updated_at, message_count,
+                           last_seq, token_total, forked_from_id, forked_from_seq)
+SELECT $3, user_id, title, metadata, clock_timestamp(), clock_timestamp(), $4, $4,
+       (SELECT coalesce(sum(token_count), 0) FROM messages
+        WHERE conversation_id = $1 AND seq <= $4),
+       id, $4
+FROM conversations WHERE id = $1 AND user_id = $2
+"""
+FORK_MESSAGES_SQL = """
+INSERT INTO messages (id, conversation_id, user_id, seq, role, content, tool_calls, tool_call_id,
+                      metadata, created_at, token_count)
+SELECT gen_random_uuid(), $2, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
+       created_at, token_count
+FROM messages WHERE conversation_id = $1 AND seq <= $3
+"""
 CONVERSATIONS_FIRST_SQL = (
     f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1 "
     "ORDER BY updated_at DESC, id DESC LIMIT $2"
@@ -179,6 +221,24 @@ class Floor:
         """Every message from ``seq`` on, ascending: a context window whose start is known."""
         rows: list[asyncpg.Record] = await self.conn.fetch(FROM_SEQ_SQL, conversation_id, user, seq)
         return rows
+
+    async def search(self, user: str, query: str, limit: int) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.conn.fetch(SEARCH_SQL, user, query, limit + 1)
+        return rows[:limit]
+
+    async def search_ilike(self, user: str, text: str, limit: int) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.conn.fetch(ILIKE_SQL, user, text, limit + 1)
+        return rows[:limit]
+
+    async def fork(self, conversation_id: uuid.UUID, user: str, at_seq: int) -> uuid.UUID:
+        fork_id = uuid.uuid4()
+        async with self.conn.transaction():
+            last_seq = await self.conn.fetchval(FORK_LOCK_SQL, conversation_id, user)
+            if last_seq is None or at_seq > last_seq:
+                raise LookupError("no such conversation or seq")
+            await self.conn.execute(FORK_CONVERSATION_SQL, conversation_id, user, fork_id, at_seq)
+            await self.conn.execute(FORK_MESSAGES_SQL, conversation_id, fork_id, at_seq)
+        return fork_id
 
     async def conversations(
         self, user: str, limit: int, position: Position | None = None

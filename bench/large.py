@@ -30,21 +30,23 @@ _MARKER = "chatstore-bench large dataset "
 
 @dataclass(frozen=True, slots=True)
 class LargeSpec:
-    """1,000 users, 10,000 conversations, one of 500,100 messages, 1,005,000 in all."""
+    """1,000 users, 10,000 conversations, one of 500,100 messages and one of 100,000 messages
+    of English words (search's), 1,104,950 in all."""
 
     #: 3: messages carry token_count, conversations token_total (context-window schema).
-    version: int = 3
+    #: 4: the search conversation; the search column and forked_from (migration 3).
+    version: int = 4
     users: int = 1_000
     conversations: int = 10_000
     deep_messages: int = 500_100
     long_messages: int = 5_000
+    search_messages: int = 100_000
     other_messages: int = 50
 
     @property
     def total_messages(self) -> int:
-        return (
-            self.deep_messages + self.long_messages + (self.conversations - 2) * self.other_messages
-        )
+        big = self.deep_messages + self.long_messages + self.search_messages
+        return big + (self.conversations - 3) * self.other_messages
 
     @staticmethod
     def user(index: int) -> str:
@@ -55,22 +57,20 @@ class LargeSpec:
         return stable_id("large", "conversation", index)
 
     def specs(self) -> list[ConversationSpec]:
-        """Conversation 0 is the deep one, 1 the W2-shaped one; the rest are small."""
+        """Conversation 0 is the deep one, 1 the W2-shaped one, 2 the search one (English
+        words); the rest are small."""
         specs = []
         for index in range(self.conversations):
-            if index == 0:
-                messages = self.deep_messages
-            elif index == 1:
-                messages = self.long_messages
-            else:
-                messages = self.other_messages
+            messages = {0: self.deep_messages, 1: self.long_messages, 2: self.search_messages}
+            count = messages.get(index, self.other_messages)
             specs.append(
                 ConversationSpec(
                     id=self.conversation_id(index),
                     user=self.user(index % self.users),
-                    messages=messages,
+                    messages=count,
                     created_at=EPOCH + timedelta(seconds=index),
                     title=f"bench conversation {index}",
+                    words=index == 2,
                 )
             )
         return specs
@@ -95,6 +95,11 @@ class LargeDataset:
     @property
     def long_conversation(self) -> tuple[str, uuid.UUID]:
         return self.spec.user(1 % self.spec.users), self.spec.conversation_id(1)
+
+    @property
+    def search_user(self) -> str:
+        """The owner of the search conversation (and of 9 small ones): 100,450 messages."""
+        return self.spec.user(2 % self.spec.users)
 
     def as_dict(self) -> dict[str, Any]:
         return {

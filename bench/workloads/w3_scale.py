@@ -1,6 +1,6 @@
 """W3: the W2 read, and a page 500,000 messages deep, in a store of >= 1,000,000 messages.
 
-The large dataset (``bench/large.py``: 1,000 users, 10,000 conversations, 1,005,000
+The large dataset (``bench/large.py``: 1,000 users, 10,000 conversations, 1,104,950
 messages, one conversation of 500,100) is built once and reused. Eight variants are timed
 in one interleaved loop, so noise cancels between all of them:
 

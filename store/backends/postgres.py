@@ -243,30 +243,33 @@ _SUMMARY_END = (
 # Search: the query parsed by websearch_to_tsquery (never an error), the user's matching
 # messages found through the GIN index on (user_id, search), ranked by ts_rank_cd (cover
 # density: from the message and the query alone), paged by keyset on (rank, created_at, id);
-# excerpts are made for the page only. The filters ({where}) are added per call. The query
-# is written out where it is used rather than computed once in a CTE: the planner then sees
-# its words, and estimates from the index's statistics how rare they are.
+# excerpts are made for the page only. The filters ({where}) are added per call. The query is
+# written out in the WHERE clause, where the planner sees its words and estimates from the
+# index's statistics how rare they are (an index condition is evaluated once per scan), and
+# computed once in q for the per-row ranking: under a generic plan (a prepared statement
+# reused) websearch_to_tsquery written into ts_rank_cd would be parsed again for every hit
+# (bench W10, a word in 10,000 messages: 49.6 ms instead of 34 ms).
 _M_COLUMNS = ", ".join(f"m.{column}" for column in MESSAGE_COLUMNS.split(", "))
 _SEARCH_TEXT = "m.content || ' ' || coalesce(m.tool_calls::text, '')"
 _HEADLINE_OPTIONS = (
     "StartSel=**, StopSel=**, MaxWords=24, MinWords=10, ShortWord=2, MaxFragments=2, "
     'FragmentDelimiter=" … "'
 )
-_QUERY = "websearch_to_tsquery('english', $2)"
 _SEARCH = f"""
-WITH page AS (
-    SELECT m.id, ts_rank_cd(m.search, {_QUERY}) AS rank, m.created_at
-    FROM messages m
-    WHERE m.user_id = $1 AND m.search @@ {_QUERY}{{where}}
+WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $2) AS q),
+page AS (
+    SELECT m.id, ts_rank_cd(m.search, q.q) AS rank, m.created_at
+    FROM messages m, q
+    WHERE m.user_id = $1 AND m.search @@ websearch_to_tsquery('english', $2){{where}}
     ORDER BY rank DESC, m.created_at DESC, m.id DESC LIMIT $3
 )
 SELECT {_M_COLUMNS}, c.title, page.rank,
-       ts_headline('english', {_SEARCH_TEXT}, {_QUERY}, '{_HEADLINE_OPTIONS}')
-FROM page JOIN messages m ON m.id = page.id JOIN conversations c ON c.id = m.conversation_id
+       ts_headline('english', {_SEARCH_TEXT}, q.q, '{_HEADLINE_OPTIONS}')
+FROM page JOIN messages m ON m.id = page.id JOIN conversations c ON c.id = m.conversation_id, q
 ORDER BY page.rank DESC, page.created_at DESC, page.id DESC
 """
 _AFTER_HIT = (
-    f" AND (ts_rank_cd(m.search, {_QUERY}), m.created_at, m.id)"
+    " AND (ts_rank_cd(m.search, q.q), m.created_at, m.id)"
     " < (${}::real, ${}::timestamptz, ${}::uuid)"
 )
 
