@@ -54,6 +54,12 @@ class Profile:
     # W10: search in the 1M store (a user of 100k messages), and forks of W2's conversation.
     w10_reads: int
     w10_forks: int
+    # W11: the Agents SDK adapter against the SDK's own sessions.
+    w11_items: int
+    w11_adds: int
+    w11_reads: int
+    w11_writers: int
+    w11_per_writer: int
     # W6: MCP round trips (in-process, stdio, streamable HTTP) against the bare store call.
     w6_messages: int
     w6_page: int
@@ -112,6 +118,11 @@ FULL = Profile(
     w9_batches=400,
     w10_reads=100,
     w10_forks=40,
+    w11_items=5_000,
+    w11_adds=300,
+    w11_reads=200,
+    w11_writers=8,
+    w11_per_writer=50,
     repeats=5,
     read_warmup=50,
     budget_s=90.0,
@@ -137,6 +148,9 @@ QUICK = replace(
     w9_batches=80,
     w10_reads=25,
     w10_forks=10,
+    w11_adds=60,
+    w11_reads=40,
+    w11_per_writer=20,
     repeats=1,
     read_warmup=20,
     budget_s=10.0,

@@ -21,6 +21,7 @@ from store.contract import (
     DEFAULT_MESSAGE_PAGE,
     DEFAULT_SEARCH_PAGE,
     MAX_CONTEXT_TOKENS,
+    MAX_CONVERSATION_KEY_CHARS,
     MAX_CONVERSATION_PAGE,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_MESSAGE_PAGE,
@@ -138,6 +139,26 @@ IdempotencyKey = Annotated[
         ),
     ),
 ]
+ConversationKey = Annotated[
+    str | None,
+    Field(
+        max_length=MAX_CONVERSATION_KEY_CHARS,
+        description=(
+            "Optional name of your own for the conversation, unique for this user (for "
+            "example your session id). If a conversation with this key exists, it is "
+            "returned unchanged and nothing is created, so retrying is safe."
+        ),
+    ),
+]
+Raw = Annotated[
+    JsonObject | None,
+    Field(
+        description=(
+            "Optional JSON object kept verbatim beside the message: your framework's own "
+            "form of it (at most {max_raw_bytes} bytes as JSON). Never interpreted."
+        )
+    ),
+]
 MessageRole = Annotated[Role, Field(description="Who said it: system, user, assistant or tool.")]
 ConversationLimit = Annotated[
     int,
@@ -222,13 +243,14 @@ AtSeq = Annotated[
 
 
 async def create_conversation(
-    ctx: ChatContext, title: Title = None, metadata: Metadata = None
+    ctx: ChatContext, title: Title = None, metadata: Metadata = None, key: ConversationKey = None
 ) -> schemas.Conversation:
-    """Start a new, empty conversation for the current user and return it.
+    """Start a new, empty conversation for the current user and return it (with `key`:
+    the user's conversation of that key if there is one).
 
     Use its `id` with append_message to record messages as they happen."""
     return await store_of(ctx).create_conversation(
-        user=user_of(ctx), title=title, metadata=metadata
+        user=user_of(ctx), title=title, metadata=metadata, key=key
     )
 
 
@@ -262,6 +284,7 @@ async def append_message(
     metadata: Metadata = None,
     idempotency_key: IdempotencyKey = None,
     token_count: TokenCount = None,
+    raw: Raw = None,
 ) -> schemas.Message:
     """Append a message to a conversation and return it with its `seq` (its 1-based
     position). Record every turn, including tool calls and tool results."""
@@ -275,6 +298,7 @@ async def append_message(
         metadata=metadata,
         idempotency_key=idempotency_key,
         token_count=token_count,
+        raw=raw,
     )
 
 

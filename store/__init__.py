@@ -18,9 +18,12 @@ from store.schemas import (
     ConversationPage,
     ConversationWithMessages,
     DeletedConversation,
+    ForkedFrom,
     Message,
     MessagePage,
     PurgedUser,
+    SearchHit,
+    SearchPage,
 )
 from store.settings import Settings
 from store.store import ConversationStore, open_store
@@ -33,6 +36,7 @@ __all__ = [
     "ConversationStore",
     "ConversationWithMessages",
     "DeletedConversation",
+    "ForkedFrom",
     "InvalidArgument",
     "Limits",
     "Message",
@@ -41,6 +45,8 @@ __all__ = [
     "PurgedUser",
     "Role",
     "SchemaBehind",
+    "SearchHit",
+    "SearchPage",
     "Settings",
     "StoreError",
     "Unavailable",

@@ -32,11 +32,11 @@ __all__ = [
 
 CONVERSATION_COLUMNS = (
     "id, title, metadata, created_at, updated_at, message_count, last_seq, "
-    "summary, summary_up_to_seq, forked_from_id, forked_from_seq"
+    "summary, summary_up_to_seq, forked_from_id, forked_from_seq, key"
 )
 MESSAGE_COLUMNS = (
     "id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, created_at, "
-    "token_count"
+    "token_count, raw"
 )
 
 
@@ -58,6 +58,7 @@ def conversation(
     summary_up_to_seq: int | None,
     forked_from_id: UUID | None,
     forked_from_seq: int | None,
+    key: str | None,
 ) -> Conversation:
     return trusted(
         Conversation,
@@ -74,6 +75,7 @@ def conversation(
             "forked_from": None
             if forked_from_id is None
             else trusted(ForkedFrom, {"conversation_id": forked_from_id, "seq": forked_from_seq}),
+            "key": key,
         },
     )
 
@@ -89,6 +91,7 @@ def message(
     metadata: Any,
     created_at: datetime,
     token_count: int,
+    raw: Any,
 ) -> Message:
     return trusted(
         Message,
@@ -103,6 +106,7 @@ def message(
             "metadata": load_json(metadata),
             "created_at": created_at,
             "token_count": token_count,
+            "raw": None if raw is None else load_json(raw),
         },
     )
 
@@ -138,6 +142,7 @@ def stored_message(
             "metadata": new.metadata,
             "created_at": created_at,
             "token_count": new.token_count,
+            "raw": new.raw,
         },
     )
 

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_TOKENIZER",
     "MAX_BATCH_MESSAGES",
     "MAX_CONTEXT_TOKENS",
+    "MAX_CONVERSATION_KEY_CHARS",
     "MAX_CONVERSATION_PAGE",
     "MAX_IDEMPOTENCY_KEY_CHARS",
     "MAX_JSON_DEPTH",
@@ -45,6 +46,8 @@ ROLES: tuple[Role, ...] = get_args(Role)
 MAX_USER_CHARS = 255
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_TOOL_CALL_ID_CHARS = 200
+#: A conversation's key: a caller-chosen name, unique per user (a framework's session id).
+MAX_CONVERSATION_KEY_CHARS = 200
 #: Nesting deeper than this in metadata or tool_calls is refused (and keeps the checks from
 #: recursing without bound).
 MAX_JSON_DEPTH = 64
@@ -88,7 +91,9 @@ class Limits:
     max_metadata_bytes: int = 16 * 1024
     max_tool_calls_bytes: int = 64 * 1024
     max_summary_chars: int = 100_000
-    #: A batch of append_messages, all its messages' content, tool_calls and metadata as
+    #: A message's raw (a framework's own form of it), as UTF-8 JSON.
+    max_raw_bytes: int = 256 * 1024
+    #: A batch of append_messages, all its messages' content, tool_calls, metadata and raw as
     #: UTF-8 JSON, at most this many bytes.
     max_batch_bytes: int = 16 * 1024 * 1024
 

@@ -13,7 +13,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
-from store.contract import MAX_IDEMPOTENCY_KEY_CHARS, MAX_USER_CHARS
+from store.contract import MAX_CONVERSATION_KEY_CHARS, MAX_IDEMPOTENCY_KEY_CHARS, MAX_USER_CHARS
 
 
 class User(Model):
@@ -55,11 +55,15 @@ class Conversation(Model):
         db_index=False,
     )
     forked_from_seq = fields.BigIntField(null=True)
+    # A caller-chosen name, unique per user (NULL keys never collide): creating with a key
+    # the user has returns that conversation.
+    key = fields.CharField(max_length=MAX_CONVERSATION_KEY_CHARS, null=True)
 
     class Meta:
         table = "conversations"
         # list_conversations: WHERE user_id = ? ORDER BY updated_at DESC, id DESC (keyset).
         # It also serves user-scoped lookups and the cascade from users.
+        unique_together = (("user", "key"),)
         indexes = (Index(fields=("user_id", "updated_at", "id"), name="conversations_user_recent"),)
 
 
@@ -80,6 +84,13 @@ class Message(Model):
     idempotency_key = fields.CharField(max_length=MAX_IDEMPOTENCY_KEY_CHARS, null=True)
     created_at = fields.DatetimeField()
     token_count = fields.IntField()
+    # A framework's own form of the message (an OpenAI Responses item, a LangChain message
+    # dict), kept verbatim and never interpreted: on PostgreSQL the migration makes it json,
+    # not jsonb, which would reorder keys and rewrite numbers (1e23, -0.0). The column is
+    # "raw" (Model.raw is taken).
+    raw_json: fields.JSONField[dict[str, Any] | None] = fields.JSONField(
+        null=True, source_field="raw"
+    )
 
     class Meta:
         table = "messages"

@@ -34,6 +34,7 @@ from store.contract import (
     DEFAULT_SEARCH_PAGE,
     MAX_BATCH_MESSAGES,
     MAX_CONTEXT_TOKENS,
+    MAX_CONVERSATION_KEY_CHARS,
     MAX_CONVERSATION_PAGE,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_JSON_DEPTH,
@@ -196,8 +197,9 @@ def validate_batch(messages: Any, limits: Limits) -> list[NewMessage]:
         except TypeError:  # a key that is not a string
             raise InvalidArgument(f"messages[{index}] must have string keys") from None
         size += len(new.content.encode("utf-8")) + len(dump_json(new.metadata).encode())
-        if new.tool_calls is not None:
-            size += len(dump_json(new.tool_calls).encode())
+        for value in (new.tool_calls, new.raw):
+            if value is not None:
+                size += len(dump_json(value).encode())
         if size > limits.max_batch_bytes:
             raise InvalidArgument(
                 f"the batch is larger than {limits.max_batch_bytes} bytes by messages[{index}]; "
@@ -263,7 +265,9 @@ def _metadata(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, A
     return check_json(value, "metadata", _limits(info).max_metadata_bytes)  # type: ignore[no-any-return]
 
 
-#: An optional JSON object within the metadata limit; absent means ``{}``.
+#: An optional JSON object within the metadata limit; absent means ``{}`` (a field of this type
+#: is declared with ``validate_default=True``: pydantic does not run validators on a default,
+#: and a message of a batch that leaves metadata out would otherwise be stored as ``null``).
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_metadata)]
 
 
@@ -293,9 +297,25 @@ def _summary(value: str | None, info: ValidationInfo) -> str | None:
     return value
 
 
+def _raw(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return check_json(value, "raw", _limits(info).max_raw_bytes)  # type: ignore[no-any-return]
+
+
+#: An optional JSON object within the raw limit, kept verbatim.
+Raw = Annotated[dict[str, Any] | None, AfterValidator(_raw)]
+
+
 class NewConversation(_Input):
     title: Title = None
-    metadata: Metadata = None
+    metadata: Metadata = Field(default=None, validate_default=True)
+    key: str | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return _short_text(value, "key", MAX_CONVERSATION_KEY_CHARS, blank=False)
 
 
 class Unset(Enum):
@@ -362,14 +382,16 @@ class NewMessage(_Input):
     content: str = ""
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
-    metadata: Metadata = None
+    metadata: Metadata = Field(default=None, validate_default=True)
     idempotency_key: str | None = None
     token_count: int | None = Field(default=None, strict=True, ge=0, le=MAX_TOKEN_COUNT)
+    raw: Raw = None
 
-    def json_columns(self) -> tuple[str | None, str]:
-        """``tool_calls`` and ``metadata`` as the JSON text the store writes."""
+    def json_columns(self) -> tuple[str | None, str, str | None]:
+        """``tool_calls``, ``metadata`` and ``raw`` as the JSON text the store writes."""
         tool_calls = None if self.tool_calls is None else dump_json(self.tool_calls)
-        return tool_calls, dump_json(self.metadata)
+        raw = None if self.raw is None else dump_json(self.raw)
+        return tool_calls, dump_json(self.metadata), raw
 
     @field_validator("content")
     @classmethod
@@ -477,6 +499,11 @@ class SearchQuery(_Input):
         return value
 
 
+class TruncateQuery(_Input):
+    after_seq: int = Field(strict=True, ge=0, le=MAX_SEQ_CURSOR)
+    if_last_seq: int | None = Field(default=None, strict=True, ge=0, le=MAX_SEQ_CURSOR)
+
+
 class ForkQuery(_Input):
     at_seq: int = Field(strict=True, ge=0, le=MAX_SEQ_CURSOR)
     title: Title = None
@@ -519,6 +546,7 @@ class Conversation(_Output):
     summary: str | None
     summary_up_to_seq: int | None
     forked_from: ForkedFrom | None
+    key: str | None
 
 
 class Message(_Output):
@@ -534,6 +562,7 @@ class Message(_Output):
     metadata: dict[str, Any]
     created_at: Timestamp
     token_count: int
+    raw: dict[str, Any] | None
 
 
 class ConversationWithMessages(Conversation):

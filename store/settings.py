@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     max_summary_chars: int = Field(
         default=DEFAULT_LIMITS.max_summary_chars, ge=1, le=MAX_TOKEN_COUNT
     )
+    max_raw_bytes: int = Field(default=DEFAULT_LIMITS.max_raw_bytes, ge=2)
     max_batch_bytes: int = Field(default=DEFAULT_LIMITS.max_batch_bytes, ge=1)
 
     # Context windows: the tokenizer that counts every message (one shipped in the
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
             max_metadata_bytes=self.max_metadata_bytes,
             max_tool_calls_bytes=self.max_tool_calls_bytes,
             max_summary_chars=self.max_summary_chars,
+            max_raw_bytes=self.max_raw_bytes,
             max_batch_bytes=self.max_batch_bytes,
         )
 

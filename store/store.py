@@ -45,7 +45,7 @@ from store.contract import (
     DEFAULT_SEARCH_PAGE,
     MAX_SEARCH_DEPTH,
 )
-from store.errors import InvalidArgument, NotFound, NotOpen
+from store.errors import Conflict, InvalidArgument, NotFound, NotOpen
 from store.schemas import (
     UNSET,
     Context,
@@ -66,6 +66,7 @@ from store.schemas import (
     RecentMessages,
     SearchPage,
     SearchQuery,
+    TruncateQuery,
     Unset,
     check_user,
     dump_json,
@@ -148,11 +149,19 @@ class ConversationStore:
     # -- conversations -------------------------------------------------------------------
 
     async def create_conversation(
-        self, *, user: str, title: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        *,
+        user: str,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> Conversation:
-        """Start an empty conversation for ``user``."""
+        """Start an empty conversation for ``user``. With ``key`` (a name of the caller's,
+        unique per user), a conversation the user already has under that key is returned
+        unchanged instead, and nothing is created: concurrent creates with one key make one
+        conversation."""
         user = check_user(user)
-        new = validate(NewConversation, self._limits, title=title, metadata=metadata)
+        new = validate(NewConversation, self._limits, title=title, metadata=metadata, key=key)
         # Chosen once per call: a retry after a lost reply finds the conversation it made.
         conversation_id = uuid.uuid4()
         db = self._db()
@@ -163,6 +172,7 @@ class ConversationStore:
                 conversation_id=conversation_id,
                 title=new.title,
                 metadata=dump_json(new.metadata),
+                key=new.key,
             )
             if created is None:  # a retried call whose first attempt did commit
                 return await self._conversation(db, user, conversation_id)
@@ -340,6 +350,46 @@ class ConversationStore:
 
         return await self._guard.run(op)
 
+    async def truncate_messages(
+        self,
+        *,
+        user: str,
+        conversation_id: str | uuid.UUID,
+        after_seq: int,
+        if_last_seq: int | None = None,
+    ) -> Conversation:
+        """Delete the messages after ``after_seq`` (0 … last_seq; 0 deletes them all) and set
+        last_seq and message_count back, atomically: the next append gets ``after_seq + 1``.
+        A summary covering a deleted message is removed; ``updated_at`` is unchanged. With
+        ``if_last_seq``, nothing is deleted unless last_seq is still that (else ``Conflict``):
+        an undo of "the latest message" never takes a message appended meanwhile. Returns the
+        conversation as it is afterwards. Not an MCP tool: it exists for framework adapters."""
+        user = check_user(user)
+        cid = parse_id(conversation_id)
+        query = validate(TruncateQuery, self._limits, after_seq=after_seq, if_last_seq=if_last_seq)
+        db = self._db()
+
+        def allowed(last_seq: int) -> None:
+            if query.if_last_seq is not None and query.if_last_seq != last_seq:
+                raise Conflict(
+                    f"last_seq is {last_seq}, not {query.if_last_seq}: the conversation "
+                    "changed meanwhile; read it again"
+                )
+            if query.after_seq > last_seq:
+                raise InvalidArgument(f"after_seq must lie in 0 … last_seq ({last_seq})")
+
+        async def op() -> Conversation:
+            truncated = await db.truncate_messages(
+                user=user, conversation_id=cid, after_seq=query.after_seq, check=allowed
+            )
+            if truncated is None:
+                raise NotFound(_NOT_FOUND)
+            return truncated
+
+        # Not retried: a retry could take a message appended after a first attempt committed
+        # (or, with if_last_seq, report that attempt's own change as a conflict).
+        return await self._guard.run(op, retry=False)
+
     async def delete_conversation(
         self, *, user: str, conversation_id: str | uuid.UUID
     ) -> DeletedConversation:
@@ -385,6 +435,7 @@ class ConversationStore:
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         token_count: int | None = None,
+        raw: dict[str, Any] | None = None,
     ) -> Message:
         """Append one message; it gets the next ``seq``.
 
@@ -405,6 +456,7 @@ class ConversationStore:
             metadata=metadata,
             idempotency_key=idempotency_key,
             token_count=token_count,
+            raw=raw,
         )
         # The id is chosen once per call: a retry after a lost reply finds its own row.
         batch = [(uuid.uuid4(), self._counted(new))]

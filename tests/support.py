@@ -50,6 +50,7 @@ CONVERSATION_KEYS = {
     "summary",
     "summary_up_to_seq",
     "forked_from",
+    "key",
 }
 MESSAGE_KEYS = {
     "id",
@@ -62,6 +63,7 @@ MESSAGE_KEYS = {
     "metadata",
     "created_at",
     "token_count",
+    "raw",
 }
 
 

@@ -138,11 +138,18 @@ class Backend(Protocol):
     # -- conversations ---------------------------------------------------------------------
 
     async def create_conversation(
-        self, *, user: str, conversation_id: UUID, title: str | None, metadata: str
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        title: str | None,
+        metadata: str,
+        key: str | None,
     ) -> Conversation | None:
-        """Insert the user's row (on first use) and an empty conversation, atomically. None
-        when ``conversation_id`` exists already (a retried call whose first attempt committed).
-        ``metadata`` is compact JSON text."""
+        """Insert the user's row (on first use) and an empty conversation, atomically. With a
+        ``key`` the user already has, nothing is inserted and that conversation is returned,
+        unchanged. None when ``conversation_id`` exists already (a retried call whose first
+        attempt committed). ``metadata`` is compact JSON text."""
 
     async def get_conversation(
         self, *, user: str, conversation_id: UUID
@@ -167,6 +174,19 @@ class Backend(Protocol):
         With ``check``, the conversation's row is locked first (appends wait) and ``check``
         is given the ``SummaryEnd`` at ``changes["summary_up_to_seq"]``: it raises to refuse,
         and then nothing is written."""
+
+    async def truncate_messages(
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        after_seq: int,
+        check: Callable[[int], None],
+    ) -> Conversation | None:
+        """Delete the messages after ``after_seq`` and move last_seq, message_count and
+        token_total back (a summary covering a deleted message goes too), in one transaction
+        with the conversation locked against writes. ``check`` is given last_seq first and
+        raises to refuse. None when there is no such conversation."""
 
     async def fork_conversation(
         self,

@@ -81,11 +81,14 @@ u AS (
     INSERT INTO users (id, created_at) SELECT $1, t.now FROM t ON CONFLICT (id) DO NOTHING
 )
 INSERT INTO conversations
-    (id, user_id, title, metadata, created_at, updated_at, message_count, last_seq)
-SELECT $2, $1, $3, $4::jsonb, t.now, t.now, 0, 0 FROM t
-ON CONFLICT (id) DO NOTHING
+    (id, user_id, title, metadata, created_at, updated_at, message_count, last_seq, key)
+SELECT $2, $1, $3, $4::jsonb, t.now, t.now, 0, 0, $5 FROM t
+ON CONFLICT DO NOTHING
 RETURNING {CONVERSATION_COLUMNS}
 """
+_CONVERSATION_BY_KEY = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1 AND key = $2"
+)
 
 _APPEND = f"""
 WITH c AS (
@@ -98,8 +101,8 @@ WITH c AS (
     RETURNING id, user_id, last_seq, updated_at
 )
 INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key)
-SELECT $3, c.id, c.last_seq, $4, $5, $6::jsonb, $7, $8::jsonb, c.updated_at, $10, c.user_id,
-       $9
+SELECT $3, c.id, c.last_seq, $4, $5, $6::jsonb, $7, $8::jsonb, c.updated_at, $10,
+       $11::json, c.user_id, $9
 FROM c
 RETURNING seq, created_at
 """
@@ -119,11 +122,12 @@ WITH c AS (
 )
 INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key)
 SELECT v.id, c.id, c.last_seq - $3::bigint + v.n, v.role, v.content, v.tool_calls::jsonb,
-       v.tool_call_id, v.metadata::jsonb, c.updated_at, v.token_count, c.user_id, v.key
+       v.tool_call_id, v.metadata::jsonb, c.updated_at, v.token_count, v.raw::json,
+       c.user_id, v.key
 FROM c, unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-               $11::int[], $12::text[])
+               $11::int[], $12::text[], $13::text[])
         WITH ORDINALITY AS v(id, role, content, tool_calls, tool_call_id, metadata,
-                             token_count, key, n)
+                             token_count, key, raw, n)
 RETURNING id, seq, created_at
 """
 
@@ -172,7 +176,7 @@ _DELETE_CONVERSATION = (
 # token_total): store._context reads on.
 _NO_MESSAGE = (
     "NULL::uuid, NULL::uuid, NULL::bigint, NULL, NULL, NULL::jsonb, NULL, NULL::jsonb, "
-    "NULL::timestamptz, NULL::int"
+    "NULL::timestamptz, NULL::int, NULL::json"
 )
 _CONTEXT_WINDOW = f"""
 WITH c AS (
@@ -230,10 +234,24 @@ RETURNING {CONVERSATION_COLUMNS}
 """
 _FORK_MESSAGES = """
 INSERT INTO messages (id, conversation_id, user_id, seq, role, content, tool_calls, tool_call_id,
-                      metadata, created_at, token_count)
+                      metadata, created_at, token_count, raw)
 SELECT gen_random_uuid(), $2, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       created_at, token_count
+       created_at, token_count, raw
 FROM messages WHERE conversation_id = $1 AND seq <= $3
+"""
+# A truncation: under the conversation's row lock (_LOCK_CONVERSATION), the tail deleted and
+# the counters moved back by what was deleted, in one statement.
+_TRUNCATE = f"""
+WITH d AS (DELETE FROM messages WHERE conversation_id = $1 AND seq > $3 RETURNING token_count)
+UPDATE conversations
+SET last_seq = $3,
+    message_count = message_count - (SELECT count(*) FROM d),
+    token_total = token_total - (SELECT coalesce(sum(token_count), 0) FROM d),
+    summary = CASE WHEN summary_up_to_seq > $3 THEN NULL ELSE summary END,
+    summary_token_count = CASE WHEN summary_up_to_seq > $3 THEN NULL ELSE summary_token_count END,
+    summary_up_to_seq = CASE WHEN summary_up_to_seq > $3 THEN NULL ELSE summary_up_to_seq END
+WHERE id = $1 AND user_id = $2
+RETURNING {CONVERSATION_COLUMNS}
 """
 _LOCK_CONVERSATION = "SELECT last_seq FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE"
 _SUMMARY_END = (
@@ -501,14 +519,24 @@ class PostgresBackend:
     # -- conversations ---------------------------------------------------------------------
 
     async def create_conversation(
-        self, *, user: str, conversation_id: UUID, title: str | None, metadata: str
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        title: str | None,
+        metadata: str,
+        key: str | None,
     ) -> Conversation | None:
-        # One statement: the user row (first use) and the conversation together.
+        # One statement: the user row (first use) and the conversation together. A key the
+        # user already has (or this id, stored by a first attempt) inserts nothing; the
+        # conversation holding it is then read, and is there: rows are never re-keyed.
         for attempt in range(3):
             try:
                 rows = await self._fetch(
-                    _CREATE_CONVERSATION, user, conversation_id, title, metadata
+                    _CREATE_CONVERSATION, user, conversation_id, title, metadata, key
                 )
+                if not rows and key is not None:
+                    rows = await self._fetch(_CONVERSATION_BY_KEY, user, key)
                 return conversation(*rows[0]) if rows else None
             except asyncpg.ForeignKeyViolationError as exc:
                 # The user row existed when the statement began and an operator's purge
@@ -589,6 +617,24 @@ class PostgresBackend:
 
         return await self._transaction(work)
 
+    async def truncate_messages(
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        after_seq: int,
+        check: Callable[[int], None],
+    ) -> Conversation | None:
+        async def work(conn: Any) -> Conversation | None:
+            last_seq = await conn.fetchval(_LOCK_CONVERSATION, conversation_id, user)
+            if last_seq is None:
+                return None
+            check(last_seq)
+            row = await conn.fetchrow(_TRUNCATE, conversation_id, user, after_seq)
+            return None if row is None else conversation(*row)
+
+        return await self._transaction(work)
+
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         # The row lock DELETE takes orders it after any append in flight, so the returned
         # message_count is exactly the number of messages the cascade removed.
@@ -600,7 +646,7 @@ class PostgresBackend:
     async def append_message(
         self, *, user: str, conversation_id: UUID, message_id: UUID, message: NewMessage
     ) -> Message | None:
-        tool_calls, metadata = message.json_columns()
+        tool_calls, metadata, raw = message.json_columns()
         try:
             rows = await self._fetch(
                 _APPEND,
@@ -614,6 +660,7 @@ class PostgresBackend:
                 metadata,
                 message.idempotency_key,
                 message.token_count,
+                raw,
             )
         except asyncpg.UniqueViolationError as exc:
             raise Duplicate from exc
@@ -636,11 +683,12 @@ class PostgresBackend:
                 [mid for mid, _ in batch],
                 [new.role for _, new in batch],
                 [new.content for _, new in batch],
-                [tool_calls for tool_calls, _ in columns],
+                [tool_calls for tool_calls, _, _ in columns],
                 [new.tool_call_id for _, new in batch],
-                [metadata for _, metadata in columns],
+                [metadata for _, metadata, _ in columns],
                 [new.token_count for _, new in batch],
                 [new.idempotency_key for _, new in batch],
+                [raw for _, _, raw in columns],
             )
         except asyncpg.UniqueViolationError as exc:
             raise Duplicate from exc

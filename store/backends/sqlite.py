@@ -115,10 +115,26 @@ _UUID4 = (
 )
 _FORK_MESSAGES = f"""
 INSERT INTO messages (id, conversation_id, user_id, seq, role, content, tool_calls, tool_call_id,
-                      metadata, created_at, token_count)
+                      metadata, created_at, token_count, raw)
 SELECT {_UUID4}, ?2, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       created_at, token_count
+       created_at, token_count, raw
 FROM messages WHERE conversation_id = ?1 AND seq <= ?3 ORDER BY seq
+"""
+# A truncation, inside BEGIN IMMEDIATE: what the tail holds, then its deletion and the
+# counters moved back by it (a summary covering a deleted message goes too).
+_TAIL = (
+    "SELECT count(*), coalesce(sum(token_count), 0) FROM messages "
+    "WHERE conversation_id = ?1 AND seq > ?2"
+)
+_DELETE_TAIL = "DELETE FROM messages WHERE conversation_id = ?1 AND seq > ?2"
+_TRUNCATE = f"""
+UPDATE conversations
+SET last_seq = ?3, message_count = message_count - ?4, token_total = token_total - ?5,
+    summary = CASE WHEN summary_up_to_seq > ?3 THEN NULL ELSE summary END,
+    summary_token_count = CASE WHEN summary_up_to_seq > ?3 THEN NULL ELSE summary_token_count END,
+    summary_up_to_seq = CASE WHEN summary_up_to_seq > ?3 THEN NULL ELSE summary_up_to_seq END
+WHERE id = ?1 AND user_id = ?2
+RETURNING {CONVERSATION_COLUMNS}
 """
 _LAST_SEQ = "SELECT last_seq FROM conversations WHERE id = ?1 AND user_id = ?2"
 _SUMMARY_END = (
@@ -173,9 +189,17 @@ _APPEND_COUNTERS = (
     "WHERE id = ?2 AND user_id = ?3 "
     "RETURNING last_seq, updated_at"
 )
+_CREATE_CONVERSATION = (
+    "INSERT INTO conversations (id, user_id, title, metadata, created_at, updated_at, "
+    "message_count, last_seq, key) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 0, ?6) "
+    f"ON CONFLICT DO NOTHING RETURNING {CONVERSATION_COLUMNS}"
+)
+_CONVERSATION_BY_KEY = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ?1 AND key = ?2"
+)
 _APPEND_MESSAGE = (
     f"INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
 )
 _PAGE = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND EXISTS "
@@ -207,18 +231,18 @@ def _parse_ts(value: str) -> datetime:
 
 def _conversation(row: Sequence[Any]) -> Conversation:
     # SQLite hands back ids and timestamps as text: the ids, and columns 3 and 4.
-    cid, title, metadata, created_at, updated_at, count, last, summary, up_to, parent, at = row
+    cid, title, metadata, created_at, updated_at, count, last, summary, up_to, parent, at, key = row
     created, updated = _parse_ts(created_at), _parse_ts(updated_at)
     forked = None if parent is None else UUID(parent)
-    fields = (count, last, summary, up_to, forked, at)
+    fields = (count, last, summary, up_to, forked, at, key)
     return conversation(UUID(cid), title, metadata, created, updated, *fields)
 
 
 def _message(row: Sequence[Any]) -> Message:
     # Text ids in columns 0 and 1, the text timestamp in column 8.
-    mid, cid, seq, role, content, tool_calls, tool_call_id, metadata, created_at, tokens = row
+    mid, cid, seq, role, content, tool_calls, tool_call_id, metadata, created_at, tokens, raw = row
     created = _parse_ts(created_at)
-    fields = (seq, role, content, tool_calls, tool_call_id, metadata, created, tokens)
+    fields = (seq, role, content, tool_calls, tool_call_id, metadata, created, tokens, raw)
     return message(UUID(mid), UUID(cid), *fields)
 
 
@@ -385,9 +409,15 @@ class SqliteBackend:
     # -- conversations ---------------------------------------------------------------------
 
     async def create_conversation(
-        self, *, user: str, conversation_id: UUID, title: str | None, metadata: str
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        title: str | None,
+        metadata: str,
+        key: str | None,
     ) -> Conversation | None:
-        now = _ts(datetime.now(UTC))
+        now, cid = _ts(datetime.now(UTC)), str(conversation_id)
 
         async def work(conn: aiosqlite.Connection) -> list[Any]:
             await _exec(
@@ -395,13 +425,13 @@ class SqliteBackend:
                 "INSERT INTO users (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
                 (user, now),
             )
-            return await _rows(
-                conn,
-                "INSERT INTO conversations (id, user_id, title, metadata, created_at, "
-                "updated_at, message_count, last_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 0) "
-                f"ON CONFLICT (id) DO NOTHING RETURNING {CONVERSATION_COLUMNS}",
-                (str(conversation_id), user, title, metadata, now),
+            created = await _rows(
+                conn, _CREATE_CONVERSATION, (cid, user, title, metadata, now, key)
             )
+            if created or key is None:
+                return created
+            # The user already has this key (or this id, from a first attempt): theirs.
+            return await _rows(conn, _CONVERSATION_BY_KEY, (user, key))
 
         rows = await self._transaction(work)
         return _conversation(rows[0]) if rows else None
@@ -483,6 +513,28 @@ class SqliteBackend:
 
         return await self._transaction(work)
 
+    async def truncate_messages(
+        self,
+        *,
+        user: str,
+        conversation_id: UUID,
+        after_seq: int,
+        check: Callable[[int], None],
+    ) -> Conversation | None:
+        cid = str(conversation_id)
+
+        async def work(conn: aiosqlite.Connection) -> Conversation | None:
+            head = await _rows(conn, _LAST_SEQ, (cid, user))
+            if not head:
+                return None
+            check(head[0][0])
+            ((count, tokens),) = await _rows(conn, _TAIL, (cid, after_seq))
+            await _exec(conn, _DELETE_TAIL, (cid, after_seq))
+            rows = await _rows(conn, _TRUNCATE, (cid, user, after_seq, count, tokens))
+            return _conversation(rows[0])
+
+        return await self._transaction(work)
+
     async def delete_conversation(self, *, user: str, conversation_id: UUID) -> int | None:
         row = await self._one(_DELETE_CONVERSATION, str(conversation_id), user)
         return None if row is None else int(row[0])
@@ -514,7 +566,7 @@ class SqliteBackend:
                 first = last_seq - len(batch) + 1
                 rows = []
                 for n, (mid, new) in enumerate(batch):
-                    tool_calls, metadata = new.json_columns()
+                    tool_calls, metadata, raw = new.json_columns()
                     rows.append(
                         (
                             str(mid),
@@ -527,6 +579,7 @@ class SqliteBackend:
                             metadata,
                             created_at,
                             new.token_count,
+                            raw,
                             user,
                             new.idempotency_key,
                         )

@@ -9,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client, MCPError
+from mcp.client.stdio import stdio_client
 from mcp_types import CallToolResult, Tool
 
 from tests.leaks import clean
-from tests.support import error_text, structured
+from tests.support import error_text, server_env, stdio_params, structured
 
 #: Every tool, by name, sorted.
 TOOL_NAMES = [
@@ -57,6 +59,20 @@ RESOURCE_PREFIX = "chatstore://conversations/"
 
 SNAPSHOT_DIR = Path(__file__).parent / "snapshots"
 TOOLS_SNAPSHOT = SNAPSHOT_DIR / "tools.json"
+
+
+@asynccontextmanager
+async def stdio_owner_and_intruder(folder: Path) -> AsyncIterator[tuple[Client, Client]]:
+    """Two server processes over real stdio on one embedded SQLite file (under ``folder``),
+    each acting for a user of its own; their stderr goes to ``folder/<name>.log``."""
+    async with AsyncExitStack() as stack:
+        clients = []
+        for name in ("owner", "intruder"):
+            env = server_env(None, folder / "data", CHATSTORE_USER=f"{name}-{uuid.uuid4().hex[:8]}")
+            errlog = stack.enter_context((folder / f"{name}.log").open("w"))
+            client = Client(stdio_client(stdio_params(env), errlog=errlog))
+            clients.append(await stack.enter_async_context(client))
+        yield clients[0], clients[1]
 
 
 def random_id() -> str:

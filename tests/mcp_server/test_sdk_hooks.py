@@ -39,6 +39,7 @@ def _page() -> MessagePage:
             metadata={"n": seq, "nested": {"ok": True}},
             created_at=datetime(2026, 12, 1, 9, 0, seq, 1, tzinfo=UTC),
             token_count=seq * 7,
+            raw={"type": "message", "n": seq} if seq % 2 else None,
         )
         for seq in range(1, 6)
     ]

@@ -5,18 +5,16 @@ HTTP (PostgreSQL, two users' tokens)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.client.stdio import stdio_client
 
 from mcp_server.server import ChatstoreServer
 from tests.conftest import fresh_user
-from tests.mcp_server.helpers import fail, ok
-from tests.support import HttpServer, http_client, http_server, mint_token, server_env, stdio_params
+from tests.mcp_server.helpers import fail, ok, stdio_owner_and_intruder
+from tests.support import HttpServer, http_client, http_server, mint_token, server_env
 
 TURNS: list[dict[str, Any]] = [
     {"role": "user", "content": "Which trains go to Lyon on Friday?"},
@@ -98,15 +96,8 @@ async def test_in_process(server: ChatstoreServer, other_server: ChatstoreServer
 
 @pytest.mark.slow
 async def test_over_stdio(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    async with AsyncExitStack() as stack:
-        clients = []
-        for name in ("owner", "intruder"):
-            env = server_env(None, data, CHATSTORE_USER=fresh_user())
-            errlog = stack.enter_context((tmp_path / f"{name}.log").open("w"))
-            client = Client(stdio_client(stdio_params(env), errlog=errlog))
-            clients.append(await stack.enter_async_context(client))
-        await scenario(*clients)
+    async with stdio_owner_and_intruder(tmp_path) as (owner, intruder):
+        await scenario(owner, intruder)
 
 
 @pytest.fixture(scope="module")

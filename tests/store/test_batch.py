@@ -229,3 +229,21 @@ async def test_a_cancelled_batch_stores_all_or_nothing(
     seqs = await raw.seqs_in(cid)
     assert seqs == list(range(1, len(seqs) + 1))
     assert await raw.violations([user]) == []
+
+
+async def test_a_message_without_metadata_is_stored_with_an_empty_object(
+    store: ConversationStore, raw: RawDB, user: str
+) -> None:
+    conversation = await store.create_conversation(user=user)
+    stored = await store.append_messages(
+        user=user,
+        conversation_id=conversation.id,
+        messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+    )
+    assert [m.metadata for m in stored] == [{}, {}]
+    page = await store.list_messages(user=user, conversation_id=conversation.id)
+    assert [m.metadata for m in page.messages] == [{}, {}]
+    texts = await raw.fetch(
+        "SELECT metadata FROM messages WHERE conversation_id = $1", conversation.id
+    )
+    assert {str(row[0]).replace(" ", "") for row in texts} == {"{}"}

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.postgres_only
 
 _MESSAGE_SELECT = (
     "SELECT id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, "
-    "created_at, token_count FROM messages WHERE conversation_id = $1 AND EXISTS "
+    "created_at, token_count, raw FROM messages WHERE conversation_id = $1 AND EXISTS "
     "(SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2) "
 )
 MESSAGES_LATEST = _MESSAGE_SELECT + "ORDER BY seq DESC LIMIT $3"
@@ -37,7 +37,7 @@ MESSAGES_AFTER = _MESSAGE_SELECT + "AND seq > $3 AND seq <= $3 + $4 ORDER BY seq
 
 _CONVERSATION_SELECT = (
     "SELECT id, title, metadata, created_at, updated_at, message_count, last_seq, "
-    "summary, summary_up_to_seq, forked_from_id, forked_from_seq "
+    "summary, summary_up_to_seq, forked_from_id, forked_from_seq, key "
     "FROM conversations WHERE user_id = $1 "
 )
 CONVERSATIONS_FIRST = _CONVERSATION_SELECT + "ORDER BY updated_at DESC, id DESC LIMIT $2"

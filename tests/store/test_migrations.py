@@ -1,6 +1,7 @@
 """The migrations on a database that already holds messages: every stored message gets the
 token count the store would have given it and is found by search (content and tool calls), a
-conversation from before forks can be forked, and nothing else changes."""
+conversation from before forks can be forked, a message stored with null metadata gets {},
+and nothing else changes."""
 
 from __future__ import annotations
 
@@ -83,6 +84,9 @@ async def test_existing_messages_are_counted_by_the_migration(old_database: Sett
                 "c1" if role == "tool" else None,
                 now,
             )
+        # As a batch append stored a message that left metadata out, before migration 5.
+        null = "'null'::jsonb" if raw.dialect == "postgres" else "'null'"
+        await raw.execute(f"UPDATE messages SET metadata = {null} WHERE seq = 4")
     finally:
         await raw.close()
 
@@ -96,12 +100,14 @@ async def test_existing_messages_are_counted_by_the_migration(old_database: Sett
             counter.count(content) + (counter.count(dump_json(calls)) if calls else 0)
             for _, content, calls in contents
         ]
+        assert [(m.metadata, m.raw) for m in page.messages] == [({}, None)] * 4
         conversation = await store.get_conversation(user="old", conversation_id=cid)
         assert (conversation.title, conversation.summary, conversation.message_count) == (
             "before",
             None,
             4,
         )
+        assert conversation.key is None
         context = await store.get_context(user="old", conversation_id=cid, max_tokens=10_000)
         assert [m.seq for m in context.messages] == [1, 2, 3, 4]
         found = await store.search_messages(user="old", query="lyon")

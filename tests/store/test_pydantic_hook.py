@@ -27,6 +27,7 @@ def _values() -> dict[str, object]:
         "metadata": {"k": [1, 2.5, None]},
         "created_at": datetime(2026, 12, 1, 9, 30, 0, 123456, tzinfo=UTC),
         "token_count": 17,
+        "raw": {"type": "message", "content": [{"type": "input_text", "text": "hi"}]},
     }
 
 
