@@ -7,6 +7,7 @@ from store.contract import Limits, Role
 from store.errors import (
     Conflict,
     InvalidArgument,
+    LimitExceeded,
     NotFound,
     SchemaBehind,
     StoreError,
@@ -38,6 +39,7 @@ __all__ = [
     "DeletedConversation",
     "ForkedFrom",
     "InvalidArgument",
+    "LimitExceeded",
     "Limits",
     "Message",
     "MessagePage",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from store._quota import conversation_full
 from store.backends.base import Backend, Duplicate
 from store.errors import Conflict, NotFound, Unavailable
 from store.schemas import Message, NewMessage, json_identity
@@ -39,10 +40,16 @@ def replay(stored: Message, new: NewMessage) -> Message:
 
 
 async def append(
-    db: Backend, *, user: str, conversation_id: UUID, batch: list[tuple[UUID, NewMessage]]
+    db: Backend,
+    *,
+    user: str,
+    conversation_id: UUID,
+    batch: list[tuple[UUID, NewMessage]],
+    quota: int | None = None,
 ) -> list[Message]:
     """Store ``batch`` (each message with its id, validated, token_count set), in order;
-    the messages as stored, replays included, in the batch's order."""
+    the messages as stored, replays included, in the batch's order. ``quota``: the most
+    messages the conversation may hold (the backend enforces it; here it is only named)."""
     if not batch:
         if not await db.conversation_exists(user=user, conversation_id=conversation_id):
             raise NotFound(_NOT_FOUND)
@@ -59,7 +66,7 @@ async def append(
             if new.idempotency_key in stored:
                 replay(stored[new.idempotency_key], new)
         try:
-            inserted = await _insert(db, user, conversation_id, fresh)
+            inserted = await _insert(db, user, conversation_id, fresh, quota)
         except Duplicate:
             # A retry of this very call finds its first attempt's rows (stored as a whole),
             # or a concurrent call took one of the keys: then look them up again.
@@ -81,7 +88,11 @@ async def append(
 
 
 async def _insert(
-    db: Backend, user: str, conversation_id: UUID, fresh: list[tuple[UUID, NewMessage]]
+    db: Backend,
+    user: str,
+    conversation_id: UUID,
+    fresh: list[tuple[UUID, NewMessage]],
+    quota: int | None,
 ) -> list[Message]:
     if not fresh:
         return []
@@ -94,5 +105,10 @@ async def _insert(
     else:
         inserted = await db.append_messages(user=user, conversation_id=conversation_id, batch=fresh)
     if inserted is None:
+        # No counters moved: no such conversation, or (with a quota) no room in it.
+        if quota is not None and await db.conversation_exists(
+            user=user, conversation_id=conversation_id
+        ):
+            raise conversation_full(quota, len(fresh))
         raise NotFound(_NOT_FOUND)
     return inserted

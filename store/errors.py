@@ -4,6 +4,8 @@
     ├── NotFound               ``not_found``: no such conversation *for this user*
     ├── InvalidArgument        ``invalid_argument``: the input breaks a contract rule
     ├── Conflict               ``conflict``: an idempotency key reused for a different message
+    ├── LimitExceeded          ``limit_exceeded``: a configured quota is reached; nothing was
+    │                          written
     └── Unavailable            ``unavailable``: the database cannot be reached right now;
         │                      nothing was half-written and retrying is safe
         ├── SchemaBehind       the database is not migrated to head (an operator must act)
@@ -21,6 +23,7 @@ from typing import ClassVar
 __all__ = [
     "Conflict",
     "InvalidArgument",
+    "LimitExceeded",
     "NotFound",
     "NotOpen",
     "SchemaBehind",
@@ -50,6 +53,10 @@ class InvalidArgument(StoreError):
 
 class Conflict(StoreError):
     code = "conflict"
+
+
+class LimitExceeded(StoreError):
+    code = "limit_exceeded"
 
 
 class Unavailable(StoreError):

@@ -14,6 +14,7 @@ from store.contract import (
     DEFAULT_RESUME_TOKENS,
     DEFAULT_TOKENIZER,
     MAX_CONTEXT_TOKENS,
+    MAX_SEQ_CURSOR,
     MAX_TOKEN_COUNT,
     Limits,
     TokenizerName,
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     max_raw_bytes: int = Field(default=DEFAULT_LIMITS.max_raw_bytes, ge=2)
     max_batch_bytes: int = Field(default=DEFAULT_LIMITS.max_batch_bytes, ge=1)
 
+    # Quotas (unset: unlimited), enforced by the backends inside the write they bound.
+    max_conversations_per_user: int | None = Field(default=None, ge=1, le=MAX_SEQ_CURSOR)
+    max_messages_per_conversation: int | None = Field(default=None, ge=1, le=MAX_SEQ_CURSOR)
+
     # Context windows: the tokenizer that counts every message (one shipped in the
     # bpe-openai wheel: nothing is downloaded), and resume_conversation's budget.
     tokenizer: TokenizerName = DEFAULT_TOKENIZER
@@ -95,6 +100,12 @@ class Settings(BaseSettings):
             max_raw_bytes=self.max_raw_bytes,
             max_batch_bytes=self.max_batch_bytes,
         )
+
+    @property
+    def message_quota(self) -> int:
+        """The most messages a conversation may hold, as the append statements compare it
+        (MAX_SEQ_CURSOR, beyond any real count, when unlimited)."""
+        return self.max_messages_per_conversation or MAX_SEQ_CURSOR
 
     @property
     def resolved_database_url(self) -> str:

@@ -37,15 +37,16 @@ from store._cursor import (
 )
 from store._guard import Guard
 from store._pydantic import trusted
+from store._quota import conversations_full
 from store._search import parse
-from store.backends import Backend, Window, backend_class
+from store.backends import Backend, QuotaReached, Window, backend_class
 from store.contract import (
     DEFAULT_CONVERSATION_PAGE,
     DEFAULT_MESSAGE_PAGE,
     DEFAULT_SEARCH_PAGE,
     MAX_SEARCH_DEPTH,
 )
-from store.errors import Conflict, InvalidArgument, NotFound, NotOpen
+from store.errors import Conflict, InvalidArgument, LimitExceeded, NotFound, NotOpen
 from store.schemas import (
     UNSET,
     Context,
@@ -92,6 +93,7 @@ class ConversationStore:
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings or Settings()
         self._limits = self._settings.limits
+        self._quota = self._settings.max_messages_per_conversation
         self._backend: Backend = backend_class(self._settings)(self._settings)
         self._guard = Guard(self._backend, self._settings.db_timeout)
         self._open = False
@@ -141,6 +143,10 @@ class ConversationStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    def _conversations_full(self) -> LimitExceeded:
+        assert self._settings.max_conversations_per_user is not None
+        return conversations_full(self._settings.max_conversations_per_user)
+
     def _db(self) -> Backend:
         if not self._open:
             raise NotOpen
@@ -167,13 +173,16 @@ class ConversationStore:
         db = self._db()
 
         async def op() -> Conversation:
-            created = await db.create_conversation(
-                user=user,
-                conversation_id=conversation_id,
-                title=new.title,
-                metadata=dump_json(new.metadata),
-                key=new.key,
-            )
+            try:
+                created = await db.create_conversation(
+                    user=user,
+                    conversation_id=conversation_id,
+                    title=new.title,
+                    metadata=dump_json(new.metadata),
+                    key=new.key,
+                )
+            except QuotaReached:
+                raise self._conversations_full() from None
             if created is None:  # a retried call whose first attempt did commit
                 return await self._conversation(db, user, conversation_id)
             return created
@@ -336,14 +345,17 @@ class ConversationStore:
                 raise InvalidArgument(f"at_seq must lie in 0 … last_seq ({last_seq})")
 
         async def op() -> Conversation:
-            fork = await db.fork_conversation(
-                user=user,
-                conversation_id=cid,
-                fork_id=fork_id,
-                at_seq=query.at_seq,
-                title=query.title,
-                check=in_range,
-            )
+            try:
+                fork = await db.fork_conversation(
+                    user=user,
+                    conversation_id=cid,
+                    fork_id=fork_id,
+                    at_seq=query.at_seq,
+                    title=query.title,
+                    check=in_range,
+                )
+            except QuotaReached:
+                raise self._conversations_full() from None
             if fork is None:
                 raise NotFound(_NOT_FOUND)
             return fork
@@ -463,7 +475,9 @@ class ConversationStore:
         db = self._db()
 
         async def op() -> Message:
-            (message,) = await append(db, user=user, conversation_id=cid, batch=batch)
+            (message,) = await append(
+                db, user=user, conversation_id=cid, batch=batch, quota=self._quota
+            )
             return message
 
         return await self._guard.run(op)
@@ -488,7 +502,7 @@ class ConversationStore:
         db = self._db()
 
         async def op() -> list[Message]:
-            return await append(db, user=user, conversation_id=cid, batch=batch)
+            return await append(db, user=user, conversation_id=cid, batch=batch, quota=self._quota)
 
         return await self._guard.run(op)
 

@@ -100,6 +100,11 @@ class Duplicate(Exception):
     concurrent append with the same idempotency key. Nothing was written by the statement."""
 
 
+class QuotaReached(Exception):
+    """Creating a conversation would pass ``Settings.max_conversations_per_user``; nothing
+    was written (the count and the insert ran under the user's lock)."""
+
+
 class Backend(Protocol):
     def __init__(self, settings: Settings) -> None: ...
 

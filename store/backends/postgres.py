@@ -36,6 +36,7 @@ from store.backends.base import (
     ContextWindow,
     Duplicate,
     Position,
+    QuotaReached,
     SearchPosition,
     SummaryEnd,
     Window,
@@ -89,7 +90,20 @@ RETURNING {CONVERSATION_COLUMNS}
 _CONVERSATION_BY_KEY = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1 AND key = $2"
 )
+# With a conversation quota, a create (or a fork) first takes the user's row lock, so that
+# counting the user's conversations and inserting one are a single step for concurrent
+# creators, in every process. FOR NO KEY UPDATE: it does not wait for (nor hold up) the
+# KEY SHARE lock every message insert's foreign key takes on the user row, so an append
+# holding its conversation's lock and a fork waiting for that lock cannot deadlock.
+_NEW_USER = (
+    "INSERT INTO users (id, created_at) VALUES ($1, clock_timestamp()) ON CONFLICT DO NOTHING"
+)
+_LOCK_USER = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE"
+_COUNT_CONVERSATIONS = "SELECT count(*) FROM conversations WHERE user_id = $1"
+_OWN_CONVERSATION = "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2"
 
+# An append: the counters moved on the conversation's locked row, unless that would pass the
+# message quota ($12; far beyond any count when unlimited): then no row, and no insert.
 _APPEND = f"""
 WITH c AS (
     UPDATE conversations
@@ -97,7 +111,7 @@ WITH c AS (
         message_count = message_count + 1,
         token_total = token_total + $10,
         updated_at = GREATEST(updated_at, clock_timestamp())
-    WHERE id = $1 AND user_id = $2
+    WHERE id = $1 AND user_id = $2 AND message_count < $12::bigint
     RETURNING id, user_id, last_seq, updated_at
 )
 INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key)
@@ -117,7 +131,7 @@ WITH c AS (
         message_count = message_count + $3::bigint,
         token_total = token_total + $4::bigint,
         updated_at = GREATEST(updated_at, clock_timestamp())
-    WHERE id = $1 AND user_id = $2
+    WHERE id = $1 AND user_id = $2 AND message_count + $3::bigint <= $14::bigint
     RETURNING id, user_id, last_seq, updated_at
 )
 INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key)
@@ -527,6 +541,8 @@ class PostgresBackend:
         metadata: str,
         key: str | None,
     ) -> Conversation | None:
+        if self._settings.max_conversations_per_user is not None:
+            return await self._create_counted(user, conversation_id, title, metadata, key)
         # One statement: the user row (first use) and the conversation together. A key the
         # user already has (or this id, stored by a first attempt) inserts nothing; the
         # conversation holding it is then read, and is there: rows are never re-keyed.
@@ -547,6 +563,34 @@ class PostgresBackend:
                         "the user's data was being deleted at the same time; retrying is safe"
                     ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _create_counted(
+        self, user: str, conversation_id: UUID, title: str | None, metadata: str, key: str | None
+    ) -> Conversation | None:
+        """create_conversation under the conversation quota, in one transaction."""
+
+        async def work(conn: Any) -> Conversation | None:
+            await conn.execute(_NEW_USER, user)
+            await conn.execute(_LOCK_USER, user)
+            if key is not None:
+                row = await conn.fetchrow(_CONVERSATION_BY_KEY, user, key)
+                if row is not None:
+                    return conversation(*row)
+            if await conn.fetchval(_OWN_CONVERSATION, conversation_id, user):
+                return None  # a retried call whose first attempt committed
+            await self._check_quota(conn, user)
+            row = await conn.fetchrow(
+                _CREATE_CONVERSATION, user, conversation_id, title, metadata, key
+            )
+            return None if row is None else conversation(*row)
+
+        return await self._transaction(work)
+
+    async def _check_quota(self, conn: Any, user: str) -> None:
+        """Under the user's row lock: refuse one more conversation past the quota."""
+        limit = self._settings.max_conversations_per_user
+        if limit is not None and await conn.fetchval(_COUNT_CONVERSATIONS, user) >= limit:
+            raise QuotaReached
 
     async def get_conversation(self, *, user: str, conversation_id: UUID) -> Conversation | None:
         row = await self._one(_CONVERSATION, conversation_id, user)
@@ -604,10 +648,14 @@ class PostgresBackend:
         check: Callable[[int], None],
     ) -> Conversation | None:
         async def work(conn: Any) -> Conversation | None:
+            if self._settings.max_conversations_per_user is not None:
+                await conn.execute(_LOCK_USER, user)
             last_seq = await conn.fetchval(_LOCK_PARENT, conversation_id, user)
             if last_seq is None:
                 return None
             check(last_seq)
+            if not await conn.fetchval(_OWN_CONVERSATION, fork_id, user):
+                await self._check_quota(conn, user)
             row = await conn.fetchrow(_FORK, conversation_id, user, fork_id, title, at_seq)
             if row is None:  # this very fork, stored by a first attempt
                 row = await conn.fetchrow(_CONVERSATION, fork_id, user)
@@ -661,6 +709,7 @@ class PostgresBackend:
                 message.idempotency_key,
                 message.token_count,
                 raw,
+                self._settings.message_quota,
             )
         except asyncpg.UniqueViolationError as exc:
             raise Duplicate from exc
@@ -689,6 +738,7 @@ class PostgresBackend:
                 [new.token_count for _, new in batch],
                 [new.idempotency_key for _, new in batch],
                 [raw for _, _, raw in columns],
+                self._settings.message_quota,
             )
         except asyncpg.UniqueViolationError as exc:
             raise Duplicate from exc

@@ -37,6 +37,7 @@ from store.backends.base import (
     ContextWindow,
     Duplicate,
     Position,
+    QuotaReached,
     SearchPosition,
     SummaryEnd,
     Window,
@@ -183,12 +184,16 @@ _CONVERSATIONS_FIRST = _CONVERSATIONS + "ORDER BY updated_at DESC, id DESC LIMIT
 _CONVERSATIONS_AFTER = (
     _CONVERSATIONS + "AND (updated_at, id) < (?2, ?3) ORDER BY updated_at DESC, id DESC LIMIT ?4"
 )
+# The counters moved for a batch of ?5, unless that would pass the message quota (?6): then
+# no row, and the messages are not inserted.
 _APPEND_COUNTERS = (
     "UPDATE conversations SET last_seq = last_seq + ?5, message_count = message_count + ?5, "
     "token_total = token_total + ?4, updated_at = MAX(updated_at, ?1) "
-    "WHERE id = ?2 AND user_id = ?3 "
+    "WHERE id = ?2 AND user_id = ?3 AND message_count + ?5 <= ?6 "
     "RETURNING last_seq, updated_at"
 )
+_COUNT_CONVERSATIONS = "SELECT count(*) FROM conversations WHERE user_id = ?1"
+_OWN_CONVERSATION = "SELECT 1 FROM conversations WHERE id = ?1 AND user_id = ?2"
 _CREATE_CONVERSATION = (
     "INSERT INTO conversations (id, user_id, title, metadata, created_at, updated_at, "
     "message_count, last_seq, key) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 0, ?6) "
@@ -425,6 +430,14 @@ class SqliteBackend:
                 "INSERT INTO users (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
                 (user, now),
             )
+            if self._settings.max_conversations_per_user is not None:
+                # Under BEGIN IMMEDIATE's write lock: no other writer counts meanwhile.
+                if key is not None:
+                    found = await _rows(conn, _CONVERSATION_BY_KEY, (user, key))
+                    if found:
+                        return found
+                if not await _rows(conn, _OWN_CONVERSATION, (cid, user)):
+                    await self._check_quota(conn, user)
             created = await _rows(
                 conn, _CREATE_CONVERSATION, (cid, user, title, metadata, now, key)
             )
@@ -435,6 +448,12 @@ class SqliteBackend:
 
         rows = await self._transaction(work)
         return _conversation(rows[0]) if rows else None
+
+    async def _check_quota(self, conn: aiosqlite.Connection, user: str) -> None:
+        """Inside a write transaction: refuse one more conversation past the quota."""
+        limit = self._settings.max_conversations_per_user
+        if limit is not None and (await _rows(conn, _COUNT_CONVERSATIONS, (user,)))[0][0] >= limit:
+            raise QuotaReached
 
     async def get_conversation(self, *, user: str, conversation_id: UUID) -> Conversation | None:
         row = await self._one(_CONVERSATION, str(conversation_id), user)
@@ -504,6 +523,8 @@ class SqliteBackend:
             if not head:
                 return None
             check(head[0][0])
+            if not await _rows(conn, _OWN_CONVERSATION, (fork, user)):
+                await self._check_quota(conn, user)
             rows = await _rows(conn, _FORK, (parent, user, fork, title, at_seq, now))
             if not rows:  # this very fork, stored by a first attempt
                 rows = await _rows(conn, _CONVERSATION, (fork, user))
@@ -560,7 +581,9 @@ class SqliteBackend:
             # and other processes) are serialised, so no seq is ever handed out twice, and
             # the clock is read under the lock, so updated_at follows commit order.
             now = _ts(datetime.now(UTC))
-            updated = await _rows(conn, _APPEND_COUNTERS, (now, cid, user, tokens, len(batch)))
+            quota = self._settings.message_quota
+            counters = (now, cid, user, tokens, len(batch), quota)
+            updated = await _rows(conn, _APPEND_COUNTERS, counters)
             if updated:
                 last_seq, created_at = updated[0]
                 first = last_seq - len(batch) + 1

@@ -1,5 +1,5 @@
 """Conversation keys and raw messages through MCP: in-process on both backends and over real
-stdio, for an owner and an intruder who uses the same key."""
+stdio, for an owner and an intruder who uses the same key; and the quotas' limit_exceeded."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from mcp_server.server import ChatstoreServer
+from mcp_server.server import ChatstoreServer, create_server
+from store import ConversationStore, Settings
 from tests.mcp_server.helpers import fail, ok, stdio_owner_and_intruder
 
 ITEM: dict[str, Any] = {
@@ -69,3 +70,25 @@ async def test_in_process(server: ChatstoreServer, other_server: ChatstoreServer
 async def test_over_stdio(tmp_path: Path) -> None:
     async with stdio_owner_and_intruder(tmp_path) as (owner, intruder):
         await scenario(owner, intruder)
+
+
+async def test_quotas_are_limit_exceeded(settings: Settings, user: str) -> None:
+    limited = settings.model_copy(
+        update={"max_conversations_per_user": 1, "max_messages_per_conversation": 1}
+    )
+    async with ConversationStore(limited) as store:
+        async with Client(create_server(limited, stdio_user=user, store=store)) as client:
+            cid = (await ok(client, "create_conversation"))["id"]
+            text = await fail(client, "create_conversation", "limit_exceeded")
+            assert "CHATSTORE_MAX_CONVERSATIONS_PER_USER" in text
+            await ok(client, "append_message", conversation_id=cid, role="user", content="a")
+            text = await fail(
+                client,
+                "append_message",
+                "limit_exceeded",
+                conversation_id=cid,
+                role="user",
+                content="b",
+            )
+            assert "CHATSTORE_MAX_MESSAGES_PER_CONVERSATION" in text
+            await fail(client, "fork_conversation", "limit_exceeded", conversation_id=cid, at_seq=1)
