@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal
 from urllib.parse import urlsplit
 
 import anyio
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from mcp_server._stdio import run_stdio
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
+from mcp_server.operations import AccessLog, JsonFormatter, add_probes
 from mcp_server.server import chatstore_version, create_server
 from store import ConversationStore, Settings, StoreError
 from store.tokens import tokenizer
@@ -31,12 +33,13 @@ from store.tokens import tokenizer
 log = logging.getLogger("chatstore")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _configure_logging(level: str, form: Literal["text", "json"] = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if form == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def _describe_database(settings: Settings) -> str:
@@ -127,6 +130,7 @@ async def serve_http(settings: Settings, host: str, port: int, public_url: str |
         server = create_server(settings, http=True, public_url=url, store=store)
         # Stateless with JSON responses: any replica can answer any request, so several
         # processes behind a load balancer can share one database.
+        add_probes(server, store)
         app = server.streamable_http_app(
             stateless_http=True,
             json_response=True,
@@ -136,7 +140,7 @@ async def serve_http(settings: Settings, host: str, port: int, public_url: str |
         )
         _ready_to_serve(settings)
         config = uvicorn.Config(
-            app,
+            AccessLog(app),
             host=host,
             port=port,
             log_level=settings.log_level.lower(),
@@ -218,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"chatstore: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
             if args.http:

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     jwt_leeway: float = Field(default=0.0, ge=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: text: one readable line per record; json: one JSON object per line (for collectors).
+    log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:

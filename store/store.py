@@ -136,6 +136,20 @@ class ConversationStore:
         self._open = False
         await self._backend.close()
 
+    async def check_ready(self) -> str:
+        """The schema version (the newest migration) when the database answers and is at
+        head; ``Unavailable`` when it does not answer, ``SchemaBehind`` when it is behind
+        (another replica's ``chatstore migrate`` may be running). For readiness probes."""
+        from store import migrate
+
+        db = self._db()
+        applied = await self._guard.run(db.applied_migrations)
+        shipped = migrate.shipped_versions(db.name)
+        missing = [version for version in shipped if version not in applied]
+        if missing:
+            raise migrate.behind_error(missing)
+        return shipped[-1].removesuffix(".py")
+
     async def __aenter__(self) -> ConversationStore:
         await self.open()
         return self

@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 import asyncpg
+import httpx
 from mcp import Client
 from mcp.client.stdio import stdio_client
 
@@ -248,3 +249,29 @@ async def test_restart_crash_and_killed_backends_under_load(
         "slowest_call_s": round(max(c.duration for c in ledger.calls), 3),
     }
     print(f"database faults: {figures}")
+
+
+async def test_readyz_follows_the_database(
+    private_pg: PrivatePostgres, fault_url: str, tmp_path: Path
+) -> None:
+    """/readyz is 503 while PostgreSQL is down, 200 again once it is back; /healthz stays 200."""
+    env = server_env(
+        fault_url,
+        tmp_path,
+        CHATSTORE_DB_TIMEOUT=str(DB_TIMEOUT),
+        CHATSTORE_DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
+    )
+    with http_server(env, tmp_path) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(timeout=CALL_BOUND) as http:
+            assert (await http.get(base + "/readyz")).status_code == 200
+            await asyncio.to_thread(private_pg.stop, "fast")
+            down = await http.get(base + "/readyz")
+            assert down.status_code == 503
+            assert down.json()["reason"].startswith("unavailable: ")
+            assert (await http.get(base + "/healthz")).status_code == 200
+            await asyncio.to_thread(private_pg.start)
+            deadline = time.monotonic() + RECOVERY_BOUND
+            while (await http.get(base + "/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, "not ready again after PostgreSQL came back"
+                await asyncio.sleep(0.2)

@@ -1,0 +1,73 @@
+"""The HTTP server's operator side on a real ``chatstore serve --http`` process: /healthz and
+/readyz without a token, one access-log line per request (never a token or content), and JSON
+logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import fresh_user
+from tests.mcp_server.helpers import ok
+from tests.support import http_client, http_server, mint_token, server_env
+
+pytestmark = pytest.mark.slow
+
+SECRET_CONTENT = "my card number is 4111"
+
+
+async def test_probes_and_access_log(postgres_url: str, tmp_path: Path) -> None:
+    env = server_env(postgres_url, tmp_path / "data")
+    with http_server(env, tmp_path) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient() as http:
+            health = await http.get(base + "/healthz")
+            ready = await http.get(base + "/readyz")
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "ready" and ready.json()["database"] == "postgres"
+        user = fresh_user()
+        token = mint_token(user)
+        async with http_client(server.url, token) as client:
+            cid = (await ok(client, "create_conversation"))["id"]
+            await ok(
+                client,
+                "append_message",
+                conversation_id=cid,
+                role="user",
+                content=SECRET_CONTENT,
+            )
+        async with httpx.AsyncClient() as http:
+            refused = await http.post(server.url, json={})
+        assert refused.status_code == 401
+        log = server.log()
+    lines = [line for line in log.splitlines() if " chatstore.access: " in line]
+    assert any(" GET /healthz 200 user=None tool=None " in line for line in lines), lines
+    assert any(" GET /readyz 200 " in line for line in lines), lines
+    assert any(f" POST /mcp 200 user={user} tool=append_message " in line for line in lines)
+    assert any(f" POST /mcp 200 user={user} tool=create_conversation " in line for line in lines)
+    assert any(" POST /mcp 401 user=None tool=None " in line for line in lines), lines
+    assert token not in log and SECRET_CONTENT not in log
+
+
+async def test_json_logs(postgres_url: str, tmp_path: Path) -> None:
+    env = server_env(postgres_url, tmp_path / "data", CHATSTORE_LOG_FORMAT="json")
+    with http_server(env, tmp_path) as server:
+        user = fresh_user()
+        async with http_client(server.url, mint_token(user)) as client:
+            await ok(client, "list_conversations")
+        log = server.log()
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    calls = [r for r in records if r["logger"] == "chatstore.access" and r["tool"]]
+    assert calls and calls[0]["tool"] == "list_conversations"
+    assert (calls[0]["method"], calls[0]["path"], calls[0]["status"], calls[0]["user"]) == (
+        "POST",
+        "/mcp",
+        200,
+        user,
+    )
+    assert isinstance(calls[0]["duration_ms"], float)
