@@ -175,14 +175,43 @@ async def run_purge(settings: Settings, user: str) -> int:
     return 0
 
 
+#: The environment every command reads, for its --help.
+_DATABASE_ENV = (
+    "CHATSTORE_DATABASE_URL (postgres://… or sqlite://…; unset: the embedded SQLite file in "
+    "CHATSTORE_DATA_DIR), CHATSTORE_DB_TIMEOUT, CHATSTORE_DB_CONNECT_TIMEOUT, CHATSTORE_LOG_LEVEL, "
+    "CHATSTORE_LOG_FORMAT"
+)
+_SERVE_ENV = (
+    "stdio: CHATSTORE_USER (the user served). HTTP: CHATSTORE_JWT_SECRET or "
+    "CHATSTORE_JWT_PUBLIC_KEY, CHATSTORE_JWT_ISSUER, CHATSTORE_JWT_AUDIENCE. Limits and quotas: "
+    "CHATSTORE_MAX_* (see the README's Configuration)"
+)
+
+
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each option's default, except where there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatstore",
         description="Durable, per-user conversation history for AI agents, as an MCP server.",
+        epilog=f"Environment: {_DATABASE_ENV}.",
     )
     parser.add_argument("--version", action="version", version=f"chatstore {chatstore_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the MCP server (stdio unless --http)")
+    defaults = _Defaults
+    serve = sub.add_parser(
+        "serve",
+        help="run the MCP server (stdio unless --http)",
+        formatter_class=defaults,
+        epilog=f"Environment: {_DATABASE_ENV}; {_SERVE_ENV}.",
+    )
     serve.add_argument("--http", action="store_true", help="streamable HTTP at /mcp, JWT auth")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
     serve.add_argument("--port", type=int, default=8000, help="HTTP port")
@@ -190,10 +219,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-url",
         help="the /mcp URL as clients reach it (default http://HOST:PORT/mcp)",
     )
-    sub.add_parser("migrate", help="bring the configured database to the latest schema")
-    purge = sub.add_parser("purge-user", help="delete every conversation and message of a user")
-    purge.add_argument("user")
+    sub.add_parser(
+        "migrate",
+        help="bring the configured database to the latest schema",
+        formatter_class=defaults,
+        epilog=f"Environment: {_DATABASE_ENV}.",
+    )
+    purge = sub.add_parser(
+        "purge-user",
+        help="delete every conversation and message of a user",
+        formatter_class=defaults,
+        epilog=f"Environment: {_DATABASE_ENV}.",
+    )
+    purge.add_argument("user", help="the user's id (a JWT sub, or a stdio CHATSTORE_USER)")
     return parser
+
+
+def _settings_problems(exc: ValidationError) -> str:
+    """What is wrong with the environment, one clause per variable, never echoing a value
+    (a database URL holds a password)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = "CHATSTORE_" + "_".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if error["loc"] else message)
+    return "; ".join(problems)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -220,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"chatstore: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"chatstore: invalid configuration: {_settings_problems(exc)}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level, settings.log_format)
     try:

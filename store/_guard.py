@@ -39,12 +39,23 @@ class Guard:
 
     @contextmanager
     def opening(self) -> Iterator[None]:
-        """Around opening the backend: an outage names the database an operator must check."""
+        """Around opening the backend (or migrating it): a failure an operator can act on
+        becomes ``Unavailable`` saying what to do, whether the driver raised it or the ORM
+        wrapped it (aerich connects through Tortoise)."""
         try:
             yield
         except StoreError:
             raise
         except Exception as exc:
+            chain: list[BaseException] = []
+            cause: BaseException | None = exc
+            while cause is not None and cause not in chain:
+                chain.append(cause)
+                cause = cause.__cause__ or cause.__context__
+            for cause in reversed(chain):  # the driver's own error first: the most precise
+                described = self._backend.open_failure(cause)
+                if described is not None:
+                    raise Unavailable(described) from exc
             if self._backend.is_unavailable(exc):
                 raise Unavailable(f"cannot reach the database: {self._backend.where()}") from exc
             raise

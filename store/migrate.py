@@ -81,15 +81,19 @@ async def upgrade(settings: Settings, root: Path = MIGRATIONS_ROOT) -> list[str]
     from aerich import Command
     from tortoise.context import TortoiseContext
 
+    from store._guard import Guard
     from store.backends import backend_class
 
-    backend_class(settings).prepare(settings)
+    # Only to put a failure to connect in an operator's words: it is never opened here.
+    guard = Guard(backend_class(settings)(settings), settings.db_timeout)
+    with guard.opening():
+        backend_class(settings).prepare(settings)
     config = tortoise_config(settings, with_aerich=True)
     location = str(migrations_location(settings.dialect, root))
     # aerich initialises Tortoise's global state; a private context keeps that state out of
     # any store already open in this process.
     token = _UPGRADING.set(settings)
-    with TortoiseContext() as ctx:
+    with guard.opening(), TortoiseContext() as ctx:
         try:
             command = Command(tortoise_config=config, app=APP_LABEL, location=location)
             await command.init()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from store.contract import (
@@ -84,6 +85,24 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: text: one readable line per record; json: one JSON object per line (for collectors).
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str | None) -> str | None:
+        """A URL chatstore can open: a known scheme, and a port that is a port (Tortoise would
+        otherwise fail later, with "Port is not an integer" for 99999)."""
+        if not url:
+            return url
+        if dialect_of(url) == "postgres":
+            try:
+                port = urlsplit(url).port
+            except ValueError:
+                raise ValueError(
+                    "the port in CHATSTORE_DATABASE_URL must be a number from 1 to 65535"
+                ) from None
+            if port == 0:
+                raise ValueError("the port in CHATSTORE_DATABASE_URL must be from 1 to 65535")
+        return url
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:

@@ -134,6 +134,11 @@ class Backend(Protocol):
         """Whether ``exc`` means the database is not answering right now. The failed
         statement then committed nothing, so the call may be retried."""
 
+    def open_failure(self, exc: BaseException) -> str | None:
+        """Why opening the database failed, in one sentence naming the fix, when ``exc`` is
+        something an operator can act on (no such database, refused login, nothing listening,
+        an unreadable file); None for anything else."""
+
     async def recover(self) -> None:
         """After an unavailable error: drop pooled connections, so a retry opens fresh ones."""
 

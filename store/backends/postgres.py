@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
@@ -486,6 +487,42 @@ class PostgresBackend:
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, _UNAVAILABLE)
+
+    def open_failure(self, exc: BaseException) -> str | None:
+        credentials = database_credentials(self._settings.resolved_database_url)
+        host, port = credentials.get("host"), credentials.get("port")
+        user, database = credentials.get("user"), credentials.get("database")
+        at = f"PostgreSQL at {host}:{port}"
+        if isinstance(exc, asyncpg.InvalidCatalogNameError):
+            return (
+                f'the database "{database}" does not exist on {at}: create it '
+                f"(createdb -h {host} -p {port} -U {user} {database}), then run chatstore migrate"
+            )
+        if isinstance(
+            exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+        ):
+            return (
+                f"{at} refused the login of user {user!r}: check the user and password in "
+                "CHATSTORE_DATABASE_URL (and the server's pg_hba.conf)"
+            )
+        if isinstance(exc, socket.gaierror):
+            return f"the host {host!r} in CHATSTORE_DATABASE_URL cannot be resolved: check it"
+        if isinstance(exc, ConnectionRefusedError):
+            return (
+                f"nothing accepts connections at {host}:{port}: start PostgreSQL there, or fix "
+                "the host and port in CHATSTORE_DATABASE_URL"
+            )
+        if isinstance(exc, TimeoutError):
+            return (
+                f"{at} did not answer within {self._settings.db_connect_timeout:g} s "
+                "(CHATSTORE_DB_CONNECT_TIMEOUT): check that it runs and is reachable from here"
+            )
+        if isinstance(
+            exc, OSError | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError
+        ):
+            kind = type(exc).__name__
+            return f"cannot connect to {at} ({kind}): check that it runs and is reachable"
+        return None
 
     async def recover(self) -> None:
         idle, pool = self._idle, self._pool

@@ -296,6 +296,9 @@ class SqliteBackend:
         path = settings.sqlite_path
         if path != ":memory:":
             Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            # The file opened once here, plainly: through Tortoise (aerich) a file that cannot
+            # be opened (a directory, no permission) never fails, the connection just hangs.
+            sqlite3.connect(path).close()
 
     @classmethod
     def tortoise_connection(cls, settings: Settings) -> dict[str, Any]:
@@ -342,6 +345,21 @@ class SqliteBackend:
 
     def where(self) -> str:
         return "the SQLite file could not be opened"
+
+    def open_failure(self, exc: BaseException) -> str | None:
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            return (
+                f"cannot create the SQLite database {self._settings.sqlite_path}: part of its "
+                "folder path is a file, not a folder; fix the path in CHATSTORE_DATABASE_URL "
+                "(or CHATSTORE_DATA_DIR)"
+            )
+        if isinstance(exc, sqlite3.Error | OSError):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return (
+                f"cannot open the SQLite database {self._settings.sqlite_path} ({reason}): check "
+                "the path in CHATSTORE_DATABASE_URL (or CHATSTORE_DATA_DIR) and its permissions"
+            )
+        return None
 
     def is_unavailable(self, exc: BaseException) -> bool:
         if isinstance(exc, OSError | TimeoutError):
