@@ -1,4 +1,5 @@
-"""The ``chatstore`` command: serve (stdio or streamable HTTP), migrate, purge-user.
+"""The ``chatstore`` command: serve (stdio or streamable HTTP), migrate, purge-user, and for a
+person at a terminal conversations, show and info.
 
 Logs go to stderr; over stdio, stdout carries only the protocol.
 """
@@ -27,6 +28,7 @@ from mcp_server._stdio import run_stdio
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
 from mcp_server.operations import AccessLog, JsonFormatter, add_probes
 from mcp_server.server import chatstore_version, create_server
+from mcp_server.terminal import run_conversations, run_info, run_show
 from store import ConversationStore, Settings, StoreError
 from store.tokens import tokenizer
 
@@ -232,7 +234,39 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Environment: {_DATABASE_ENV}.",
     )
     purge.add_argument("user", help="the user's id (a JWT sub, or a stdio CHATSTORE_USER)")
+    scoped = f"Environment: {_DATABASE_ENV}; CHATSTORE_USER (the user, without --user)."
+    listing = sub.add_parser(
+        "conversations",
+        help="a user's most recently updated conversations",
+        formatter_class=defaults,
+        epilog=scoped,
+    )
+    listing.add_argument("--user", help="whose (default: CHATSTORE_USER, else the OS login)")
+    listing.add_argument("--limit", type=_positive, default=20, help="how many at most")
+    listing.add_argument("--json", action="store_true", help="JSON for scripts")
+    show = sub.add_parser(
+        "show", help="one conversation as a transcript", formatter_class=defaults, epilog=scoped
+    )
+    show.add_argument("conversation_id", metavar="ID")
+    show.add_argument("--user", help="whose (default: CHATSTORE_USER, else the OS login)")
+    show.add_argument(
+        "--json", action="store_true", help="the conversation and its messages as JSON"
+    )
+    info = sub.add_parser(
+        "info",
+        help="the database, its schema version and what it holds",
+        formatter_class=defaults,
+        epilog=f"Environment: {_DATABASE_ENV}.",
+    )
+    info.add_argument("--json", action="store_true", help="JSON for scripts")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _settings_problems(exc: ValidationError) -> str:
@@ -285,7 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "migrate":
             return asyncio.run(run_migrate(settings))
-        return asyncio.run(run_purge(settings, args.user))
+        if args.command == "purge-user":
+            return asyncio.run(run_purge(settings, args.user))
+        if args.command == "info":
+            return asyncio.run(run_info(settings, args.json))
+        user = args.user if args.user is not None else stdio_user(settings)
+        if args.command == "conversations":
+            return asyncio.run(run_conversations(settings, user, args.limit, args.json))
+        return asyncio.run(run_show(settings, user, args.conversation_id, args.json))
     except ConfigurationError as exc:
         log.error("%s", exc)
         return 2

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from mcp_server._sdk import protocol_errors
 from mcp_server.context import AppContext, ChatContext, acting_user, store_of, user_of
-from store import Context, ConversationWithMessages
+from store import Context, Conversation, ConversationWithMessages, Message
 from store.contract import MAX_RECENT_MESSAGES
 from store.schemas import rfc3339, tool_call_name
 
@@ -81,24 +81,34 @@ class ConversationList:
 
 def render_transcript(conversation: ConversationWithMessages) -> str:
     """A conversation as Markdown: a header, then each message under its role and seq."""
-    title = conversation.title or "Untitled conversation"
-    lines = [f"# {title}", ""]
     shown = len(conversation.messages)
-    lines.append(
+    parts = [transcript_head(conversation, shown)]
+    parts += [transcript_message(message) for message in conversation.messages]
+    return "\n".join(parts) + "\n"
+
+
+def transcript_head(conversation: Conversation, shown: int) -> str:
+    """A transcript's header: the title, the id, how many messages (of them ``shown``)."""
+    title = conversation.title or "Untitled conversation"
+    return (
+        f"# {title}\n\n"
         f"- id: `{conversation.id}`\n"
         f"- messages: {conversation.message_count}"
         + (f" (showing the latest {shown})" if shown < conversation.message_count else "")
         + f"\n- updated: {rfc3339(conversation.updated_at)}"
     )
-    for message in conversation.messages:
-        lines += ["", f"## {message.seq}. {message.role}", ""]
-        if message.tool_call_id:
-            lines.append(f"_result of tool call `{message.tool_call_id}`_\n")
-        if message.content:
-            lines.append(message.content)
-        for call in message.tool_calls or []:
-            lines.append(f"\n_calls tool `{tool_call_name(call)}` (id `{call.get('id')}`)_")
-    return "\n".join(lines) + "\n"
+
+
+def transcript_message(message: Message) -> str:
+    """One message of a transcript, under its seq and role (it starts with a blank line)."""
+    lines = ["", f"## {message.seq}. {message.role}", ""]
+    if message.tool_call_id:
+        lines.append(f"_result of tool call `{message.tool_call_id}`_\n")
+    if message.content:
+        lines.append(message.content)
+    for call in message.tool_calls or []:
+        lines.append(f"\n_calls tool `{tool_call_name(call)}` (id `{call.get('id')}`)_")
+    return "\n".join(lines)
 
 
 def prompt_messages(title: str | None, context: Context) -> list[PromptMessage]:

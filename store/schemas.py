@@ -620,6 +620,18 @@ class DeletedConversation(_Output):
     messages_deleted: int
 
 
+class StoreInfo(_Output):
+    """What ``chatstore info`` shows: the backend, where its database is, the schema version
+    (the newest migration applied) and what is stored."""
+
+    database: Literal["postgres", "sqlite"]
+    location: str
+    schema_version: str
+    users: int
+    conversations: int
+    messages: int
+
+
 class PurgedUser(_Output):
     user: str
     conversations_deleted: int

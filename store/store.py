@@ -67,6 +67,7 @@ from store.schemas import (
     RecentMessages,
     SearchPage,
     SearchQuery,
+    StoreInfo,
     TruncateQuery,
     Unset,
     check_user,
@@ -135,6 +136,20 @@ class ConversationStore:
     async def close(self) -> None:
         self._open = False
         await self._backend.close()
+
+    async def info(self) -> StoreInfo:
+        """The backend, where the database is, its schema version and what it holds (all
+        users: for an operator, never a tool)."""
+        db = self._db()
+        users, conversations, messages = await self._guard.run(db.totals)
+        return StoreInfo(
+            database=db.name,
+            location=db.location(),
+            schema_version=await self.check_ready(),
+            users=users,
+            conversations=conversations,
+            messages=messages,
+        )
 
     async def check_ready(self) -> str:
         """The schema version (the newest migration) when the database answers and is at

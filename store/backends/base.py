@@ -130,6 +130,12 @@ class Backend(Protocol):
     def where(self) -> str:
         """The database in words an operator can act on (no password)."""
 
+    def location(self) -> str:
+        """Where the database is, for ``chatstore info``: ``host:port/database`` or a file."""
+
+    async def totals(self) -> tuple[int, int, int]:
+        """Users, conversations and messages stored (messages from the counters)."""
+
     def is_unavailable(self, exc: BaseException) -> bool:
         """Whether ``exc`` means the database is not answering right now. The failed
         statement then committed nothing, so the call may be retried."""

@@ -314,6 +314,10 @@ _UPDATABLE = {
     "summary_up_to_seq": "",
     "summary_token_count": "",
 }
+_TOTALS = (
+    "SELECT (SELECT count(*) FROM users), count(*), coalesce(sum(message_count), 0) "
+    "FROM conversations"
+)
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = $1"
 )
@@ -487,6 +491,15 @@ class PostgresBackend:
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, _UNAVAILABLE)
+
+    def location(self) -> str:
+        credentials = database_credentials(self._settings.resolved_database_url)
+        host, port = credentials.get("host"), credentials.get("port")
+        return f"{host}:{port}/{credentials.get('database')}"
+
+    async def totals(self) -> tuple[int, int, int]:
+        row = await self._one(_TOTALS)
+        return int(row[0]), int(row[1]), int(row[2])
 
     def open_failure(self, exc: BaseException) -> str | None:
         credentials = database_credentials(self._settings.resolved_database_url)

@@ -171,6 +171,10 @@ ORDER BY page.rank DESC, page.created_at DESC, page.mid DESC
 """
 _HAS_TERM = "(s.id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?{}))"
 _UPDATABLE = ("title", "metadata", "summary", "summary_up_to_seq", "summary_token_count")
+_TOTALS = (
+    "SELECT (SELECT count(*) FROM users), count(*), coalesce(sum(message_count), 0) "
+    "FROM conversations"
+)
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = ?1"
 )
@@ -345,6 +349,13 @@ class SqliteBackend:
 
     def where(self) -> str:
         return "the SQLite file could not be opened"
+
+    def location(self) -> str:
+        return self._settings.sqlite_path
+
+    async def totals(self) -> tuple[int, int, int]:
+        row = await self._one(_TOTALS)
+        return int(row[0]), int(row[1]), int(row[2])
 
     def open_failure(self, exc: BaseException) -> str | None:
         if isinstance(exc, FileExistsError | NotADirectoryError):

@@ -1,0 +1,115 @@
+"""The commands for a person at a terminal: ``chatstore conversations``, ``chatstore show ID``
+and ``chatstore info``, each with ``--json`` for scripts.
+
+They are scoped like the tools: a user's conversations are listed and shown for that user only
+(``--user``, else ``CHATSTORE_USER``, else the OS login name, as the stdio server serves), and
+another user's conversation is "not found". Tables are drawn with rich on a terminal and as
+plain aligned text in a pipe.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from mcp_server.resources import transcript_head, transcript_message
+from store import ConversationStore, Settings
+from store.contract import MAX_CONVERSATION_PAGE, MAX_MESSAGE_PAGE
+from store.schemas import Conversation, rfc3339
+
+__all__ = ["run_conversations", "run_info", "run_show"]
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def _console() -> Console:
+    # In a pipe rich would assume 80 columns and cut ids short: there, as wide as it takes.
+    width = None if sys.stdout.isatty() else 1_000
+    return Console(highlight=False, soft_wrap=True, width=width)
+
+
+async def run_conversations(settings: Settings, user: str, limit: int, as_json: bool) -> int:
+    """The user's ``limit`` most recently updated conversations."""
+    async with ConversationStore(settings) as store:
+        found: list[Conversation] = []
+        cursor = None
+        while len(found) < limit:
+            page = await store.list_conversations(
+                user=user, limit=min(MAX_CONVERSATION_PAGE, limit - len(found)), cursor=cursor
+            )
+            found += page.conversations
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    if as_json:
+        _print_json([c.model_dump(mode="json") for c in found])
+        return 0
+    if not found:
+        print(f"{user} has no conversations")
+        return 0
+    table = Table("id", "title", "messages", "updated", "key", box=None, pad_edge=False)
+    for c in found:
+        table.add_row(
+            str(c.id), c.title or "", str(c.message_count), rfc3339(c.updated_at), c.key or ""
+        )
+    _console().print(table)
+    return 0
+
+
+async def run_show(settings: Settings, user: str, conversation_id: str, as_json: bool) -> int:
+    """A conversation as a Markdown transcript (or JSON), every message, read a page at a time
+    so that a long conversation streams out."""
+    async with ConversationStore(settings) as store:
+        conversation = await store.get_conversation(user=user, conversation_id=conversation_id)
+        if as_json:
+            print("{")
+            print(f'  "conversation": {conversation.model_dump_json()},')
+            print('  "messages": [')
+        else:
+            print(transcript_head(conversation, conversation.message_count))
+        after, first = 0, True
+        while True:
+            page = await store.list_messages(
+                user=user, conversation_id=conversation.id, after_seq=after, limit=MAX_MESSAGE_PAGE
+            )
+            for message in page.messages:
+                if as_json:
+                    print(("" if first else ",\n") + "    " + message.model_dump_json(), end="")
+                else:
+                    print(transcript_message(message))
+                first = False
+            if not page.has_more or not page.messages:
+                break
+            after = page.messages[-1].seq
+        if as_json:
+            print("\n  ]\n}")
+    return 0
+
+
+async def run_info(settings: Settings, as_json: bool) -> int:
+    """The backend, where the database is, the schema version and what is stored."""
+    async with ConversationStore(settings) as store:
+        info = await store.info()
+    if as_json:
+        _print_json(info.model_dump(mode="json"))
+        return 0
+    table = Table(box=None, show_header=False, pad_edge=False)
+    rows = {
+        "database": info.database + (" (embedded default)" if settings.is_embedded_default else ""),
+        "location": info.location,
+        "schema": f"{info.schema_version} (at head)",
+        "users": f"{info.users:,}",
+        "conversations": f"{info.conversations:,}",
+        "messages": f"{info.messages:,}",
+    }
+    for name, value in rows.items():
+        table.add_row(name, value)
+    _console().print(table)
+    sys.stdout.flush()
+    return 0
