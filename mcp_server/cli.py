@@ -207,13 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"chatstore {chatstore_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    defaults = _Defaults
-    serve = sub.add_parser(
-        "serve",
-        help="run the MCP server (stdio unless --http)",
-        formatter_class=defaults,
-        epilog=f"Environment: {_DATABASE_ENV}; {_SERVE_ENV}.",
-    )
+
+    def command(name: str, summary: str, environment: str = "") -> argparse.ArgumentParser:
+        """A subcommand whose --help shows its defaults and the environment it reads."""
+        return sub.add_parser(
+            name,
+            help=summary,
+            formatter_class=_Defaults,
+            epilog=f"Environment: {_DATABASE_ENV}{environment}.",
+        )
+
+    serve = command("serve", "run the MCP server (stdio unless --http)", f"; {_SERVE_ENV}")
     serve.add_argument("--http", action="store_true", help="streamable HTTP at /mcp, JWT auth")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
     serve.add_argument("--port", type=int, default=8000, help="HTTP port")
@@ -221,43 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-url",
         help="the /mcp URL as clients reach it (default http://HOST:PORT/mcp)",
     )
-    sub.add_parser(
-        "migrate",
-        help="bring the configured database to the latest schema",
-        formatter_class=defaults,
-        epilog=f"Environment: {_DATABASE_ENV}.",
-    )
-    purge = sub.add_parser(
-        "purge-user",
-        help="delete every conversation and message of a user",
-        formatter_class=defaults,
-        epilog=f"Environment: {_DATABASE_ENV}.",
-    )
+    command("migrate", "bring the configured database to the latest schema")
+    purge = command("purge-user", "delete every conversation and message of a user")
     purge.add_argument("user", help="the user's id (a JWT sub, or a stdio CHATSTORE_USER)")
-    scoped = f"Environment: {_DATABASE_ENV}; CHATSTORE_USER (the user, without --user)."
-    listing = sub.add_parser(
-        "conversations",
-        help="a user's most recently updated conversations",
-        formatter_class=defaults,
-        epilog=scoped,
-    )
-    listing.add_argument("--user", help="whose (default: CHATSTORE_USER, else the OS login)")
+    scoped = "; CHATSTORE_USER (the user, without --user)"
+    whose = "whose (default: CHATSTORE_USER, else the OS login)"
+    listing = command("conversations", "a user's most recently updated conversations", scoped)
+    listing.add_argument("--user", help=whose)
     listing.add_argument("--limit", type=_positive, default=20, help="how many at most")
     listing.add_argument("--json", action="store_true", help="JSON for scripts")
-    show = sub.add_parser(
-        "show", help="one conversation as a transcript", formatter_class=defaults, epilog=scoped
-    )
+    show = command("show", "one conversation as a transcript", scoped)
     show.add_argument("conversation_id", metavar="ID")
-    show.add_argument("--user", help="whose (default: CHATSTORE_USER, else the OS login)")
+    show.add_argument("--user", help=whose)
     show.add_argument(
         "--json", action="store_true", help="the conversation and its messages as JSON"
     )
-    info = sub.add_parser(
-        "info",
-        help="the database, its schema version and what it holds",
-        formatter_class=defaults,
-        epilog=f"Environment: {_DATABASE_ENV}.",
-    )
+    info = command("info", "the database, its schema version and what it holds")
     info.add_argument("--json", action="store_true", help="JSON for scripts")
     return parser
 
