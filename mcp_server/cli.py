@@ -141,6 +141,11 @@ async def serve_http(settings: Settings, host: str, port: int, public_url: str |
             transport_security=_transport_security(host, public_url),
         )
         _ready_to_serve(settings)
+        retention = None
+        if settings.retention_days is not None:
+            retention = asyncio.create_task(
+                prune_periodically(store, settings.retention_days, settings.retention_interval)
+            )
         config = uvicorn.Config(
             AccessLog(app),
             host=host,
@@ -155,7 +160,11 @@ async def serve_http(settings: Settings, host: str, port: int, public_url: str |
             port,
             _describe_database(settings),
         )
-        await _GracefulServer(config).serve()
+        try:
+            await _GracefulServer(config).serve()
+        finally:
+            if retention is not None:
+                retention.cancel()
     log.info("stopped")
 
 
@@ -168,6 +177,42 @@ async def run_migrate(settings: Settings) -> int:
     else:
         print("the database is already at head")
     return 0
+
+
+async def run_prune(settings: Settings, idle_days: int, user: str | None, dry_run: bool) -> int:
+    def progress(conversations: int, messages: int) -> None:
+        print(f"  {conversations:,} conversations, {messages:,} messages so far", file=sys.stderr)
+
+    async with ConversationStore(settings) as store:
+        done = await store.prune(
+            idle_days=idle_days,
+            user=user,
+            dry_run=dry_run,
+            progress=progress if sys.stderr.isatty() else None,
+        )
+    verb = "would delete" if dry_run else "deleted"
+    print(
+        f"{verb} {done.conversations_deleted:,} conversations, {done.messages_deleted:,} messages"
+    )
+    return 0
+
+
+async def prune_periodically(store: ConversationStore, days: int, interval: float) -> None:
+    """``CHATSTORE_RETENTION_DAYS`` under ``serve --http``: a prune now, then every
+    ``interval`` seconds. Replicas may all run it: their batches skip each other's rows."""
+    while True:
+        try:
+            done = await store.prune(idle_days=days)
+            if done.conversations_deleted:
+                log.info(
+                    "retention: deleted %d conversations (%d messages) idle for over %d days",
+                    done.conversations_deleted,
+                    done.messages_deleted,
+                    days,
+                )
+        except StoreError as exc:  # the database is away: try again next time
+            log.warning("retention: %s", exc)
+        await asyncio.sleep(interval)
 
 
 async def run_purge(settings: Settings, user: str) -> int:
@@ -226,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the /mcp URL as clients reach it (default http://HOST:PORT/mcp)",
     )
     command("migrate", "bring the configured database to the latest schema")
+    prune = command(
+        "prune",
+        "delete conversations idle for more than N days (their last message, or creation)",
+    )
+    prune.add_argument("--idle-days", type=_days, required=True, metavar="N", help="0 or more")
+    prune.add_argument("--user", help="only this user's conversations (default: everyone's)")
+    prune.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     purge = command("purge-user", "delete every conversation and message of a user")
     purge.add_argument("user", help="the user's id (a JWT sub, or a stdio CHATSTORE_USER)")
     scoped = "; CHATSTORE_USER (the user, without --user)"
@@ -243,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = command("info", "the database, its schema version and what it holds")
     info.add_argument("--json", action="store_true", help="JSON for scripts")
     return parser
+
+
+def _days(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -302,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "migrate":
             return asyncio.run(run_migrate(settings))
+        if args.command == "prune":
+            return asyncio.run(run_prune(settings, args.idle_days, args.user, args.dry_run))
         if args.command == "purge-user":
             return asyncio.run(run_purge(settings, args.user))
         if args.command == "info":

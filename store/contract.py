@@ -32,6 +32,7 @@ __all__ = [
     "MAX_TOKEN_COUNT",
     "MAX_TOOL_CALL_ID_CHARS",
     "MAX_USER_CHARS",
+    "PRUNE_BATCH",
     "ROLES",
     "TOKENIZERS",
     "Limits",
@@ -74,6 +75,9 @@ MAX_SEARCH_QUERY_CHARS = 500
 DEFAULT_SEARCH_PAGE = 20
 MAX_SEARCH_PAGE = 100
 MAX_SEARCH_DEPTH = 1_000
+
+#: Retention deletes this many conversations per transaction (with their messages).
+PRUNE_BATCH = 50
 
 DEFAULT_CONVERSATION_PAGE = 20
 MAX_CONVERSATION_PAGE = 100

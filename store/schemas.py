@@ -632,6 +632,14 @@ class StoreInfo(_Output):
     messages: int
 
 
+class Pruned(_Output):
+    """What a prune deleted (or, with ``dry_run``, would delete)."""
+
+    conversations_deleted: int
+    messages_deleted: int
+    dry_run: bool
+
+
 class PurgedUser(_Output):
     user: str
     conversations_deleted: int

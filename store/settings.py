@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     max_raw_bytes: int = Field(default=DEFAULT_LIMITS.max_raw_bytes, ge=2)
     max_batch_bytes: int = Field(default=DEFAULT_LIMITS.max_batch_bytes, ge=1)
 
+    # Retention: `serve --http` prunes conversations idle for longer, every retention_interval
+    # seconds (unset: never).
+    retention_days: int | None = Field(default=None, ge=0)
+    retention_interval: float = Field(default=3600.0, gt=0)
+
     # Quotas (unset: unlimited), enforced by the backends inside the write they bound.
     max_conversations_per_user: int | None = Field(default=None, ge=1, le=MAX_SEQ_CURSOR)
     max_messages_per_conversation: int | None = Field(default=None, ge=1, le=MAX_SEQ_CURSOR)

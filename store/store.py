@@ -22,8 +22,9 @@ answering is decided in one place, ``store/_guard.py``: there a driver error bec
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
@@ -45,6 +46,7 @@ from store.contract import (
     DEFAULT_MESSAGE_PAGE,
     DEFAULT_SEARCH_PAGE,
     MAX_SEARCH_DEPTH,
+    PRUNE_BATCH,
 )
 from store.errors import Conflict, InvalidArgument, LimitExceeded, NotFound, NotOpen
 from store.schemas import (
@@ -63,6 +65,7 @@ from store.schemas import (
     MessageQuery,
     NewConversation,
     NewMessage,
+    Pruned,
     PurgedUser,
     RecentMessages,
     SearchPage,
@@ -448,6 +451,43 @@ class ConversationStore:
         # Not retried: if a first attempt's outcome is unknown, a second would report
         # not_found for a conversation that this very call deleted.
         return await self._guard.run(op, retry=False)
+
+    async def prune(
+        self,
+        *,
+        idle_days: int,
+        user: str | None = None,
+        dry_run: bool = False,
+        batch: int = PRUNE_BATCH,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Pruned:
+        """Retention: delete the conversations (of ``user``, or of everyone) whose last message,
+        or creation, is more than ``idle_days`` days old, with their messages, ``batch`` at a
+        time, each batch a short transaction of its own, so appends elsewhere never wait long.
+        Several prunes at once (server replicas) share the work and never count a
+        conversation twice; one that an append touches meanwhile is kept. ``progress`` is
+        called with the running totals after each batch. With ``dry_run``, nothing is
+        deleted and the totals are what would be."""
+        if isinstance(idle_days, bool) or not isinstance(idle_days, int) or idle_days < 0:
+            raise InvalidArgument("idle_days must be a whole number of days, 0 or more")
+        if user is not None:
+            user = check_user(user)
+        before = datetime.now(UTC) - timedelta(days=idle_days)
+        db = self._db()
+        conversations = messages = 0
+        while True:
+
+            async def op() -> tuple[int, int]:
+                return await db.prune_batch(before=before, user=user, limit=batch, dry_run=dry_run)
+
+            done, gone = await self._guard.run(op)
+            conversations, messages = conversations + done, messages + gone
+            if progress is not None and done:
+                progress(conversations, messages)
+            if dry_run or done == 0:
+                return Pruned(
+                    conversations_deleted=conversations, messages_deleted=messages, dry_run=dry_run
+                )
 
     async def purge_user(self, *, user: str) -> PurgedUser:
         """Delete everything of ``user``: the user row, conversations and messages (cascade)."""

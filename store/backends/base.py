@@ -191,6 +191,14 @@ class Backend(Protocol):
         is given the ``SummaryEnd`` at ``changes["summary_up_to_seq"]``: it raises to refuse,
         and then nothing is written."""
 
+    async def prune_batch(
+        self, *, before: datetime, user: str | None, limit: int, dry_run: bool
+    ) -> tuple[int, int]:
+        """Delete (with ``dry_run``: only count) up to ``limit`` conversations, of ``user`` or
+        of everyone, last updated before ``before``, in one short transaction; conversations
+        another pruner holds are skipped, and one updated meanwhile is kept. Returns the
+        conversations and messages deleted (or that would be: ``dry_run`` counts them all)."""
+
     async def truncate_messages(
         self,
         *,

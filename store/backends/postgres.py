@@ -18,6 +18,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
@@ -317,6 +318,20 @@ _UPDATABLE = {
 _TOTALS = (
     "SELECT (SELECT count(*) FROM users), count(*), coalesce(sum(message_count), 0) "
     "FROM conversations"
+)
+# Retention: a batch of idle conversations locked (SKIP LOCKED: rows another pruner holds are
+# left to it) and deleted with their messages by the cascade. FOR UPDATE re-checks updated_at
+# on the newest row version, so a conversation an append touched meanwhile is kept.
+_PRUNE = """
+WITH doomed AS (
+    SELECT id FROM conversations WHERE updated_at < $1 AND ($2::text IS NULL OR user_id = $2)
+    ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM conversations c USING doomed WHERE c.id = doomed.id RETURNING c.message_count
+"""
+_PRUNE_COUNT = (
+    "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations "
+    "WHERE updated_at < $1 AND ($2::text IS NULL OR user_id = $2)"
 )
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = $1"
@@ -875,6 +890,15 @@ class PostgresBackend:
         return [message(*row) for row in rows]
 
     # -- users -----------------------------------------------------------------------------
+
+    async def prune_batch(
+        self, *, before: datetime, user: str | None, limit: int, dry_run: bool
+    ) -> tuple[int, int]:
+        if dry_run:
+            row = await self._one(_PRUNE_COUNT, before, user)
+            return int(row[0]), int(row[1])
+        rows = await self._fetch(_PRUNE, before, user, limit)
+        return len(rows), sum(int(row[0]) for row in rows)
 
     async def purge_user(self, *, user: str) -> tuple[int, int]:
         async def work(conn: Any) -> tuple[int, int]:

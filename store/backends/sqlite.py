@@ -175,6 +175,15 @@ _TOTALS = (
     "SELECT (SELECT count(*) FROM users), count(*), coalesce(sum(message_count), 0) "
     "FROM conversations"
 )
+# Retention, inside BEGIN IMMEDIATE (no append can land between the choice and the delete).
+_PRUNE_CHOOSE = (
+    "SELECT id, message_count FROM conversations "
+    "WHERE updated_at < ?1 AND (?2 IS NULL OR user_id = ?2) ORDER BY updated_at LIMIT ?3"
+)
+_PRUNE_COUNT = (
+    "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations "
+    "WHERE updated_at < ?1 AND (?2 IS NULL OR user_id = ?2)"
+)
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = ?1"
 )
@@ -738,6 +747,26 @@ class SqliteBackend:
         return [_message(row) for row in rows]
 
     # -- users -----------------------------------------------------------------------------
+
+    async def prune_batch(
+        self, *, before: datetime, user: str | None, limit: int, dry_run: bool
+    ) -> tuple[int, int]:
+        cutoff = _ts(before)
+        if dry_run:
+            row = await self._one(_PRUNE_COUNT, cutoff, user)
+            return int(row[0]), int(row[1])
+
+        async def work(conn: aiosqlite.Connection) -> tuple[int, int]:
+            chosen = await _rows(conn, _PRUNE_CHOOSE, (cutoff, user, limit))
+            ids = json.dumps([row[0] for row in chosen])
+            await _exec(
+                conn,
+                "DELETE FROM conversations WHERE id IN (SELECT value FROM json_each(?1))",
+                (ids,),
+            )
+            return len(chosen), sum(int(row[1]) for row in chosen)
+
+        return await self._transaction(work)
 
     async def purge_user(self, *, user: str) -> tuple[int, int]:
         async def work(conn: aiosqlite.Connection) -> tuple[int, int]:
