@@ -1,17 +1,22 @@
 """The HTTP server's operator side on a real ``chatstore serve --http`` process: /healthz and
-/readyz without a token, one access-log line per request (never a token or content), and JSON
-logs."""
+/readyz without a token, one access-log line per request (never a token or content), JSON
+logs, and the periodic prune under CHATSTORE_RETENTION_DAYS."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from store import ConversationStore, Settings
 from tests.conftest import fresh_user
 from tests.mcp_server.helpers import ok
+from tests.rawdb import RawDB
 from tests.support import http_client, http_server, mint_token, server_env
 
 pytestmark = pytest.mark.slow
@@ -71,3 +76,32 @@ async def test_json_logs(postgres_url: str, tmp_path: Path) -> None:
         user,
     )
     assert isinstance(calls[0]["duration_ms"], float)
+
+
+async def test_the_server_prunes_under_retention_days(postgres_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=postgres_url)
+    user = fresh_user()
+    async with ConversationStore(settings) as store:
+        idle = await store.create_conversation(user=user, title="old")
+        await store.append_message(user=user, conversation_id=idle.id, role="user", content="x")
+        kept = await store.create_conversation(user=user, title="new")
+    raw = await RawDB.connect(settings)
+    try:
+        old = datetime.now(UTC) - timedelta(days=45)
+        await raw.execute("UPDATE conversations SET updated_at = $1 WHERE id = $2", old, idle.id)
+        env = server_env(
+            postgres_url,
+            tmp_path / "data",
+            CHATSTORE_RETENTION_DAYS="30",
+            CHATSTORE_RETENTION_INTERVAL="0.5",
+        )
+        with http_server(env, tmp_path) as server:
+            deadline = time.monotonic() + 20
+            while await raw.fetchval("SELECT count(*) FROM conversations WHERE id = $1", idle.id):
+                assert time.monotonic() < deadline, server.log()
+                await asyncio.sleep(0.2)
+            log = server.log()
+        assert "retention: deleted 1 conversations (1 messages) idle for over 30 days" in log
+        assert await raw.fetchval("SELECT count(*) FROM conversations WHERE id = $1", kept.id) == 1
+    finally:
+        await raw.close()
