@@ -60,6 +60,8 @@ class Profile:
     w11_reads: int
     w11_writers: int
     w11_per_writer: int
+    # W12: prunes of 100,000 messages, each beside a writer.
+    w12_rounds: int
     # W6: MCP round trips (in-process, stdio, streamable HTTP) against the bare store call.
     w6_messages: int
     w6_page: int
@@ -123,6 +125,7 @@ FULL = Profile(
     w11_reads=200,
     w11_writers=8,
     w11_per_writer=50,
+    w12_rounds=5,
     repeats=5,
     read_warmup=50,
     budget_s=90.0,
@@ -151,6 +154,7 @@ QUICK = replace(
     w11_adds=60,
     w11_reads=40,
     w11_per_writer=20,
+    w12_rounds=2,
     repeats=1,
     read_warmup=20,
     budget_s=10.0,
