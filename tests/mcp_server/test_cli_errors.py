@@ -16,21 +16,24 @@ pytestmark = pytest.mark.slow
 
 HOST = POSTGRES_SERVER_URL.split("@", 1)[1].split("/", 1)[0]
 
-CASES = [
+#: Failures only a running PostgreSQL can give (no such database, a refused login).
+SERVER_CASES = [
     (
         f"postgres://postgres:hunter2@{HOST}/chatstore_no_such_database",
         'the database "chatstore_no_such_database" does not exist',
         "createdb",
     ),
     (
-        "postgres://postgres:hunter2@127.0.0.1:1/x",
-        "nothing accepts connections at 127.0.0.1:1",
-        "start PostgreSQL",
-    ),
-    (
         f"postgres://no_such_role_x:hunter2@{HOST}/postgres",
         "refused the login of user 'no_such_role_x'",
         "check the user and password",
+    ),
+]
+OFFLINE_CASES = [
+    (
+        "postgres://postgres:hunter2@127.0.0.1:1/x",
+        "nothing accepts connections at 127.0.0.1:1",
+        "start PostgreSQL",
     ),
     ("postgres://postgres:hunter2@no-such-host.invalid/x", "cannot be resolved", "check it"),
     ("postgres://postgres:hunter2@127.0.0.1:99999/x", "CHATSTORE_DATABASE_URL", "1 to 65535"),
@@ -43,18 +46,21 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("url", "what", "fix"), CASES, ids=[c[1][:24] for c in CASES])
-@pytest.mark.parametrize("command", [["migrate"], ["purge-user", "alice"], ["serve", "--http"]])
-async def test_a_bad_database_is_one_or_two_lines(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    url: str,
-    what: str,
-    fix: str,
-    command: list[str],
+def _runs(cases: list[tuple[str, str, str]]) -> list[tuple[str, str, str, list[str]]]:
+    """Every case through `migrate` (aerich's path), the first also through the store's own
+    opening (`purge-user`, `serve --http`), which the other commands share."""
+    return [(*case, ["migrate"]) for case in cases] + [
+        (*cases[0], command) for command in (["purge-user", "alice"], ["serve", "--http"])
+    ]
+
+
+def _ids(runs: list[tuple[str, str, str, list[str]]]) -> list[str]:
+    return [f"{run[3][0]}-{run[1][:24]}" for run in runs]
+
+
+async def _one_or_two_lines(
+    tmp_path: Path, url: str, what: str, fix: str, command: list[str]
 ) -> None:
-    if HOST in url:
-        request.getfixturevalue("postgres_url")  # skips (or fails) without the test server
     env = server_env(url, tmp_path / "data", CHATSTORE_DB_CONNECT_TIMEOUT="3")
     finished = await run_command([*CHATSTORE, *command], env=env, cwd=tmp_path, seconds=60)
     assert finished.returncode != 0
@@ -63,3 +69,22 @@ async def test_a_bad_database_is_one_or_two_lines(
     assert what in finished.stderr and fix in finished.stderr, finished.stderr
     assert "Traceback" not in finished.stderr and "hunter2" not in finished.stderr
     assert finished.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "what", "fix", "command"), _runs(OFFLINE_CASES), ids=_ids(_runs(OFFLINE_CASES))
+)
+async def test_a_bad_database_url_is_one_or_two_lines(
+    tmp_path: Path, url: str, what: str, fix: str, command: list[str]
+) -> None:
+    await _one_or_two_lines(tmp_path, url, what, fix, command)
+
+
+@pytest.mark.parametrize(
+    ("url", "what", "fix", "command"), _runs(SERVER_CASES), ids=_ids(_runs(SERVER_CASES))
+)
+async def test_what_the_server_refuses_is_one_or_two_lines(
+    postgres_url: str, tmp_path: Path, url: str, what: str, fix: str, command: list[str]
+) -> None:
+    del postgres_url  # only here to skip (or fail) when PostgreSQL is not reachable
+    await _one_or_two_lines(tmp_path, url, what, fix, command)
