@@ -41,3 +41,4 @@ async def test_the_python_api_examples_run(
     assert type(done["session"]).__name__ == "ChatstoreSession"
     assert type(done["history"]).__name__ == "ChatstoreChatMessageHistory"
     assert capsys.readouterr().out == "not_found no conversation with that id\n"
+    assert done["pruned"].dry_run and done["facts"].conversations >= 2
