@@ -28,7 +28,7 @@ from mcp_server._stdio import run_stdio
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
 from mcp_server.operations import AccessLog, JsonFormatter, add_probes
 from mcp_server.server import chatstore_version, create_server
-from mcp_server.terminal import run_conversations, run_info, run_show
+from mcp_server.terminal import run_conversations, run_export, run_info, run_show
 from store import ConversationStore, Settings, StoreError
 from store.tokens import tokenizer
 
@@ -292,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--json", action="store_true", help="the conversation and its messages as JSON"
     )
+    export = command("export", "stream history out as JSONL (for import) or Markdown")
+    export.add_argument("--user", help="only this user's conversations (default: everyone's)")
+    export.add_argument("--conversation", metavar="ID", help="only this conversation")
+    export.add_argument("--format", choices=("jsonl", "markdown"), default="jsonl")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     info = command("info", "the database, its schema version and what it holds")
     info.add_argument("--json", action="store_true", help="JSON for scripts")
     return parser
@@ -365,6 +370,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_prune(settings, args.idle_days, args.user, args.dry_run))
         if args.command == "purge-user":
             return asyncio.run(run_purge(settings, args.user))
+        if args.command == "export":
+            if args.output is None:
+                return asyncio.run(
+                    run_export(settings, args.user, args.conversation, args.format, sys.stdout)
+                )
+            with open(args.output, "w", encoding="utf-8") as out:
+                return asyncio.run(
+                    run_export(settings, args.user, args.conversation, args.format, out)
+                )
         if args.command == "info":
             return asyncio.run(run_info(settings, args.json))
         user = args.user if args.user is not None else stdio_user(settings)

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 from mcp_server.resources import transcript_head, transcript_message
-from store import ConversationStore, Settings
+from store import ConversationStore, Settings, _export
 from store.contract import MAX_CONVERSATION_PAGE, MAX_MESSAGE_PAGE
-from store.schemas import Conversation, rfc3339
+from store.schemas import Conversation, Message, rfc3339
 
-__all__ = ["run_conversations", "run_info", "run_show"]
+__all__ = ["run_conversations", "run_export", "run_info", "run_show"]
 
 
 def _print_json(value: Any) -> None:
@@ -112,4 +112,33 @@ async def run_info(settings: Settings, as_json: bool) -> int:
         table.add_row(name, value)
     _console().print(table)
     sys.stdout.flush()
+    return 0
+
+
+async def run_export(
+    settings: Settings, user: str | None, conversation_id: str | None, form: str, out: TextIO
+) -> int:
+    """History out as JSONL (``store._export``'s format) or Markdown transcripts, streamed to
+    ``out``, with running counts on stderr when it is a terminal."""
+    conversations = messages = 0
+    status = Console(stderr=True) if sys.stderr.isatty() else None
+    async with ConversationStore(settings) as store:
+        async for record in store.export(user=user, conversation_id=conversation_id):
+            kind = record.get("type")
+            if form == "jsonl":
+                out.write(_export.line(record) + "\n")
+            elif kind == "conversation":
+                head = transcript_head(Conversation.model_validate(record), record["message_count"])
+                out.write(("\n---\n\n" if conversations else "") + head + "\n")
+            elif kind == "message":
+                out.write(transcript_message(Message.model_validate(record)) + "\n")
+            if kind == "conversation":
+                conversations += 1
+            elif kind == "message":
+                messages += 1
+                if status is not None and messages % 1000 == 0:
+                    status.print(
+                        f"{conversations:,} conversations, {messages:,} messages", end="\r"
+                    )
+    print(f"exported {conversations:,} conversations, {messages:,} messages", file=sys.stderr)
     return 0

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_RESUME_TOKENS",
     "DEFAULT_SEARCH_PAGE",
     "DEFAULT_TOKENIZER",
+    "EXPORT_PAGE",
     "MAX_BATCH_MESSAGES",
     "MAX_CONTEXT_TOKENS",
     "MAX_CONVERSATION_KEY_CHARS",
@@ -76,6 +77,8 @@ DEFAULT_SEARCH_PAGE = 20
 MAX_SEARCH_PAGE = 100
 MAX_SEARCH_DEPTH = 1_000
 
+#: Export reads conversations, and each one's messages, this many at a time.
+EXPORT_PAGE = 500
 #: Retention deletes this many conversations per transaction (with their messages).
 PRUNE_BATCH = 50
 

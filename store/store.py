@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
+from store import _export
 from store._append import append
 from store._context import build_context, check_summary_end
 from store._cursor import (
@@ -45,6 +46,7 @@ from store.contract import (
     DEFAULT_CONVERSATION_PAGE,
     DEFAULT_MESSAGE_PAGE,
     DEFAULT_SEARCH_PAGE,
+    EXPORT_PAGE,
     MAX_SEARCH_DEPTH,
     PRUNE_BATCH,
 )
@@ -488,6 +490,53 @@ class ConversationStore:
                 return Pruned(
                     conversations_deleted=conversations, messages_deleted=messages, dry_run=dry_run
                 )
+
+    async def export(
+        self, *, user: str | None = None, conversation_id: str | uuid.UUID | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The export records (``store._export``), header first: every conversation, or one
+        user's, or the one ``conversation_id`` (of ``user`` when given), each followed by its
+        messages. Read a page at a time: memory does not grow with the history."""
+        if user is not None:
+            user = check_user(user)
+        one = None if conversation_id is None else parse_id(conversation_id)
+        db = self._db()
+        yield _export.header()
+        after: uuid.UUID | None = None
+        found = False
+        while True:
+            page = await self._guard.run(
+                partial(
+                    db.export_conversations,
+                    after=after,
+                    user=user,
+                    conversation_id=one,
+                    limit=EXPORT_PAGE,
+                )
+            )
+            for owner, conversation in page:
+                found = True
+                yield _export.conversation_record(owner, conversation)
+                seq = 0
+                while True:
+                    rows = await self._guard.run(
+                        partial(
+                            db.export_messages,
+                            conversation_id=conversation.id,
+                            after_seq=seq,
+                            limit=EXPORT_PAGE,
+                        )
+                    )
+                    for message, key in rows:
+                        yield _export.message_record(message, key)
+                    if len(rows) < EXPORT_PAGE:
+                        break
+                    seq = rows[-1][0].seq
+            if len(page) < EXPORT_PAGE:
+                break
+            after = page[-1][1].id
+        if one is not None and not found:
+            raise NotFound(_NOT_FOUND)
 
     async def purge_user(self, *, user: str) -> PurgedUser:
         """Delete everything of ``user``: the user row, conversations and messages (cascade)."""

@@ -191,6 +191,18 @@ class Backend(Protocol):
         is given the ``SummaryEnd`` at ``changes["summary_up_to_seq"]``: it raises to refuse,
         and then nothing is written."""
 
+    async def export_conversations(
+        self, *, after: UUID | None, user: str | None, conversation_id: UUID | None, limit: int
+    ) -> list[tuple[str, Conversation]]:
+        """Up to ``limit`` conversations with their users, by id, after ``after``: all of them,
+        one user's, or the one ``conversation_id`` (export)."""
+
+    async def export_messages(
+        self, *, conversation_id: UUID, after_seq: int, limit: int
+    ) -> list[tuple[Message, str | None]]:
+        """Up to ``limit`` messages after ``after_seq``, by seq, each with its idempotency key
+        (export: the conversation was read just before, for its user)."""
+
     async def prune_batch(
         self, *, before: datetime, user: str | None, limit: int, dry_run: bool
     ) -> tuple[int, int]:

@@ -333,6 +333,16 @@ _PRUNE_COUNT = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations "
     "WHERE updated_at < $1 AND ($2::text IS NULL OR user_id = $2)"
 )
+# Export: conversations by id (the primary key), messages by (conversation_id, seq).
+_EXPORT_CONVERSATIONS = (
+    f"SELECT user_id, {CONVERSATION_COLUMNS} FROM conversations "
+    "WHERE ($1::uuid IS NULL OR id > $1) AND ($2::text IS NULL OR user_id = $2) "
+    "AND ($3::uuid IS NULL OR id = $3) ORDER BY id LIMIT $4"
+)
+_EXPORT_MESSAGES = (
+    f"SELECT {MESSAGE_COLUMNS}, idempotency_key FROM messages "
+    "WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+)
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = $1"
 )
@@ -890,6 +900,18 @@ class PostgresBackend:
         return [message(*row) for row in rows]
 
     # -- users -----------------------------------------------------------------------------
+
+    async def export_conversations(
+        self, *, after: UUID | None, user: str | None, conversation_id: UUID | None, limit: int
+    ) -> list[tuple[str, Conversation]]:
+        rows = await self._fetch(_EXPORT_CONVERSATIONS, after, user, conversation_id, limit)
+        return [(str(row[0]), conversation(*row[1:])) for row in rows]
+
+    async def export_messages(
+        self, *, conversation_id: UUID, after_seq: int, limit: int
+    ) -> list[tuple[Message, str | None]]:
+        rows = await self._fetch(_EXPORT_MESSAGES, conversation_id, after_seq, limit)
+        return [(message(*row[:-1]), row[-1]) for row in rows]
 
     async def prune_batch(
         self, *, before: datetime, user: str | None, limit: int, dry_run: bool
