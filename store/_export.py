@@ -4,8 +4,8 @@ One JSON object per line: a header first, ``{"format": "chatstore", "version": 1
 conversation, ``{"type": "conversation", …}``, followed by its messages in seq order,
 ``{"type": "message", …}``. Every field is there: the user, ids, key, summary, forked_from,
 timestamps (RFC 3339 UTC, microseconds), and each message's idempotency key, raw and
-token_count. Keys are sorted and the JSON compact, so the same history gives the same bytes
-from either backend.
+token_count. Keys are sorted and the JSON compact, so a line does not depend on how the
+backend stores JSON (PostgreSQL's jsonb reorders keys).
 """
 
 from __future__ import annotations
