@@ -210,3 +210,33 @@ async def run_command(
         raise
     assert process.returncode is not None
     return Finished(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+async def run_main(args: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
+    """``chatstore ARGS`` run in this process (the command's own ``main``, in a thread of its
+    own, with ``env`` as its environment): its exit status and stdout. A subprocess costs ~2 s
+    of interpreter start-up a call; tests that run a command many times use this, and
+    ``run_command`` where the process itself matters (exit codes, stderr, the entry point)."""
+    import contextlib
+    import io
+    import os
+
+    from mcp_server.cli import main
+
+    def run() -> tuple[int, str]:
+        out = io.StringIO()
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            with contextlib.redirect_stdout(out):
+                try:
+                    code = main(list(args))
+                except SystemExit as exc:
+                    code = int(exc.code or 0)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return code, out.getvalue()
+
+    return await asyncio.to_thread(run)

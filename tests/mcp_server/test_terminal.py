@@ -10,7 +10,7 @@ import pytest
 
 from store import ConversationStore, Settings, migrate
 from tests.conftest import fresh_user
-from tests.mcp_server.helpers import run_command
+from tests.mcp_server.helpers import run_command, run_main
 from tests.support import CHATSTORE, server_env
 
 pytestmark = pytest.mark.slow
@@ -23,6 +23,16 @@ async def _run(
     env = server_env(settings.resolved_database_url, tmp_path / "data", **extra)
     done = await run_command([*CHATSTORE, *args], env=env, cwd=tmp_path)
     return done.returncode, done.stdout, done.stderr
+
+
+async def _main(
+    settings: Settings, tmp_path: Path, *args: str, user: str | None = None
+) -> tuple[int, str, str]:
+    """The command's main run in this process (its stdout; no process start-up to pay)."""
+    extra = {"CHATSTORE_USER": user} if user else {}
+    env = server_env(settings.resolved_database_url, tmp_path / "data", **extra)
+    code, out = await run_main(args, env)
+    return code, out, ""
 
 
 async def test_conversations_show_and_info(
@@ -52,14 +62,14 @@ async def test_conversations_show_and_info(
     ]
     assert "Not yours" not in out and str(trip.id) in out and "253" in out
 
-    code, out, err = await _run(
+    code, out, err = await _main(
         settings, tmp_path, "conversations", "--user", user, "--json", "--limit", "1"
     )
     assert code == 0, err
     [listed] = json.loads(out)
     assert listed["title"] == "Second"
 
-    code, out, err = await _run(settings, tmp_path, "show", str(trip.id), "--user", user)
+    code, out, err = await _main(settings, tmp_path, "show", str(trip.id), "--user", user)
     assert code == 0, err
     assert out.startswith("# Trip to Lyon\n") and "- messages: 253\n" in out
     assert (
@@ -67,7 +77,7 @@ async def test_conversations_show_and_info(
     )
     assert "_calls tool `trains` (id `c1`)_" in out
 
-    code, out, err = await _run(settings, tmp_path, "show", str(trip.id), "--json", user=user)
+    code, out, err = await _main(settings, tmp_path, "show", str(trip.id), "--json", user=user)
     assert code == 0, err
     shown = json.loads(out)
     assert shown["conversation"]["key"] == "trip"
@@ -77,13 +87,13 @@ async def test_conversations_show_and_info(
     assert code == 1 and out == ""
     assert err.strip().endswith("not_found: no conversation with that id")
 
-    code, out, err = await _run(settings, tmp_path, "info", "--json")
+    code, out, err = await _main(settings, tmp_path, "info", "--json")
     assert code == 0, err
     info = json.loads(out)
     assert info["database"] == settings.dialect
     assert info["schema_version"] == migrate.shipped_versions(settings.dialect)[-1][:-3]
     assert info["conversations"] >= 3 and info["messages"] >= 253 and info["users"] >= 2
-    code, out, err = await _run(settings, tmp_path, "info")
+    code, out, err = await _main(settings, tmp_path, "info")
     assert code == 0, err
     assert out.splitlines()[0].split()[:2] == ["database", settings.dialect]
     assert "(at head)" in out

@@ -13,7 +13,7 @@ import pytest
 from store import ConversationStore, NotFound, Settings
 from store._export import line
 from store.contract import EXPORT_PAGE
-from tests.mcp_server.helpers import run_command
+from tests.mcp_server.helpers import run_command, run_main
 from tests.support import CHATSTORE, server_env
 
 
@@ -131,8 +131,8 @@ async def test_the_export_command(
     assert done.stderr.strip() == f"exported 3 conversations, {5 + 2 + EXPORT_PAGE + 20:,} messages"
     target = tmp_path / "trip.md"
     args = ["export", "--conversation", str(trip.id), "--format", "markdown", "-o", str(target)]
-    done = await run_command([*CHATSTORE, *args], env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    code, _ = await run_main(args, env)
+    assert code == 0
     text = target.read_text(encoding="utf-8")
     assert text.startswith("# Trip ✈ Lyon\n") and "## 2. user\n\nTrains to Lyon? ünïcode 🚆" in text
     missing = await run_command(

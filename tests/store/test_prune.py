@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from store import ConversationStore, InvalidArgument, NotFound, Settings
-from tests.mcp_server.helpers import run_command
+from tests.mcp_server.helpers import run_command, run_main
 from tests.rawdb import RawDB
 from tests.store.helpers import separate_stores
 from tests.support import CHATSTORE, server_env
@@ -128,9 +128,8 @@ async def test_the_prune_command(
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout == "would delete 1 conversations, 3 messages\n"
     assert await raw.conversations_of(user) == 1
-    done = await run_command(args, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "deleted 1 conversations, 3 messages\n"
+    code, out = await run_main(args[len(CHATSTORE) :], env)
+    assert (code, out) == (0, "deleted 1 conversations, 3 messages\n")
     assert await raw.conversations_of(user) == 0
     refused = await run_command([*CHATSTORE, "prune", "--idle-days", "-3"], env=env, cwd=tmp_path)
     assert refused.returncode == 2 and "must be 0 or more" in refused.stderr
