@@ -104,6 +104,16 @@ async def upgrade(settings: Settings, root: Path = MIGRATIONS_ROOT) -> list[str]
             _UPGRADING.reset(token)
 
 
+def at_head(dialect: Dialect, applied: set[str]) -> str:
+    """The schema version (the newest shipped migration, without ``.py``) when every shipped
+    migration is among ``applied``; ``SchemaBehind`` naming the pending ones otherwise."""
+    shipped = shipped_versions(dialect)
+    missing = [version for version in shipped if version not in applied]
+    if missing:
+        raise behind_error(missing)
+    return shipped[-1].removesuffix(".py")
+
+
 def behind_error(missing: list[str]) -> SchemaBehind:
     return SchemaBehind(
         "the database schema is not at head "

@@ -459,25 +459,29 @@ class MessageQuery(_Input):
         return self
 
 
+def _cursor(value: str | None) -> str | None:
+    if value is not None:
+        check_text(value, "cursor")
+    return value
+
+
+#: An optional opaque cursor from a previous page (valid text; what it says is checked where
+#: it is decoded).
+Cursor = Annotated[str | None, AfterValidator(_cursor)]
+
+
 class ConversationQuery(_Input):
     limit: int = Field(
         default=DEFAULT_CONVERSATION_PAGE, strict=True, ge=1, le=MAX_CONVERSATION_PAGE
     )
-    cursor: str | None = None
-
-    @field_validator("cursor")
-    @classmethod
-    def _cursor(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_text(value, "cursor")
-        return value
+    cursor: Cursor = None
 
 
 class SearchQuery(_Input):
     query: str
     role: Role | None = None
     limit: int = Field(default=DEFAULT_SEARCH_PAGE, strict=True, ge=1, le=MAX_SEARCH_PAGE)
-    cursor: str | None = None
+    cursor: Cursor = None
 
     @field_validator("query")
     @classmethod
@@ -489,13 +493,6 @@ class SearchQuery(_Input):
             raise ValueError(
                 f"query is {len(value)} characters; the limit is {MAX_SEARCH_QUERY_CHARS}"
             )
-        return value
-
-    @field_validator("cursor")
-    @classmethod
-    def _cursor(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_text(value, "cursor")
         return value
 
 

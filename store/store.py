@@ -129,10 +129,7 @@ class ConversationStore:
             with self._guard.opening():
                 await self._backend.open()
                 applied = await self._backend.applied_migrations()
-            shipped = migrate.shipped_versions(self._backend.name)
-            missing = [version for version in shipped if version not in applied]
-            if missing:
-                raise migrate.behind_error(missing)
+            migrate.at_head(self._backend.name, applied)
         except BaseException:
             await self._backend.close()
             raise
@@ -163,12 +160,7 @@ class ConversationStore:
         from store import migrate
 
         db = self._db()
-        applied = await self._guard.run(db.applied_migrations)
-        shipped = migrate.shipped_versions(db.name)
-        missing = [version for version in shipped if version not in applied]
-        if missing:
-            raise migrate.behind_error(missing)
-        return shipped[-1].removesuffix(".py")
+        return migrate.at_head(db.name, await self._guard.run(db.applied_migrations))
 
     async def __aenter__(self) -> ConversationStore:
         await self.open()

@@ -102,7 +102,6 @@ _NEW_USER = (
 )
 _LOCK_USER = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE"
 _COUNT_CONVERSATIONS = "SELECT count(*) FROM conversations WHERE user_id = $1"
-_OWN_CONVERSATION = "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2"
 
 # An append: the counters moved on the conversation's locked row, unless that would pass the
 # message quota ($12; far beyond any count when unlimited): then no row, and no insert.
@@ -651,7 +650,7 @@ class PostgresBackend:
                 row = await conn.fetchrow(_CONVERSATION_BY_KEY, user, key)
                 if row is not None:
                     return conversation(*row)
-            if await conn.fetchval(_OWN_CONVERSATION, conversation_id, user):
+            if await conn.fetchval(_CONVERSATION_EXISTS, conversation_id, user):
                 return None  # a retried call whose first attempt committed
             await self._check_quota(conn, user)
             row = await conn.fetchrow(
@@ -729,7 +728,7 @@ class PostgresBackend:
             if last_seq is None:
                 return None
             check(last_seq)
-            if not await conn.fetchval(_OWN_CONVERSATION, fork_id, user):
+            if not await conn.fetchval(_CONVERSATION_EXISTS, fork_id, user):
                 await self._check_quota(conn, user)
             row = await conn.fetchrow(_FORK, conversation_id, user, fork_id, title, at_seq)
             if row is None:  # this very fork, stored by a first attempt

@@ -216,7 +216,6 @@ _APPEND_COUNTERS = (
     "RETURNING last_seq, updated_at"
 )
 _COUNT_CONVERSATIONS = "SELECT count(*) FROM conversations WHERE user_id = ?1"
-_OWN_CONVERSATION = "SELECT 1 FROM conversations WHERE id = ?1 AND user_id = ?2"
 _CREATE_CONVERSATION = (
     "INSERT INTO conversations (id, user_id, title, metadata, created_at, updated_at, "
     "message_count, last_seq, key) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 0, ?6) "
@@ -484,7 +483,7 @@ class SqliteBackend:
                     found = await _rows(conn, _CONVERSATION_BY_KEY, (user, key))
                     if found:
                         return found
-                if not await _rows(conn, _OWN_CONVERSATION, (cid, user)):
+                if not await _rows(conn, _CONVERSATION_EXISTS, (cid, user)):
                     await self._check_quota(conn, user)
             created = await _rows(
                 conn, _CREATE_CONVERSATION, (cid, user, title, metadata, now, key)
@@ -571,7 +570,7 @@ class SqliteBackend:
             if not head:
                 return None
             check(head[0][0])
-            if not await _rows(conn, _OWN_CONVERSATION, (fork, user)):
+            if not await _rows(conn, _CONVERSATION_EXISTS, (fork, user)):
                 await self._check_quota(conn, user)
             rows = await _rows(conn, _FORK, (parent, user, fork, title, at_seq, now))
             if not rows:  # this very fork, stored by a first attempt
