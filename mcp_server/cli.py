@@ -28,7 +28,7 @@ from mcp_server._stdio import run_stdio
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
 from mcp_server.operations import AccessLog, JsonFormatter, add_probes
 from mcp_server.server import chatstore_version, create_server
-from mcp_server.terminal import run_conversations, run_export, run_info, run_show
+from mcp_server.terminal import run_conversations, run_export, run_import, run_info, run_show
 from store import ConversationStore, Settings, StoreError
 from store.tokens import tokenizer
 
@@ -297,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--conversation", metavar="ID", help="only this conversation")
     export.add_argument("--format", choices=("jsonl", "markdown"), default="jsonl")
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    load = command(
+        "import",
+        "load a JSONL export back: ids kept, what exists skipped, each conversation whole",
+    )
+    load.add_argument("file", metavar="FILE", help="an export (chatstore export); - for stdin")
     info = command("info", "the database, its schema version and what it holds")
     info.add_argument("--json", action="store_true", help="JSON for scripts")
     return parser
@@ -325,6 +330,18 @@ def _settings_problems(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{name}: {message}" if error["loc"] else message)
     return "; ".join(problems)
+
+
+def _import(settings: Settings, path: str) -> int:
+    if path == "-":
+        return asyncio.run(run_import(settings, sys.stdin.buffer, None))
+    try:
+        source = open(path, "rb")
+    except OSError as exc:
+        print(f"chatstore: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with source:
+        return asyncio.run(run_import(settings, source, os.fstat(source.fileno()).st_size))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -379,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(
                     run_export(settings, args.user, args.conversation, args.format, out)
                 )
+        if args.command == "import":
+            return _import(settings, args.file)
         if args.command == "info":
             return asyncio.run(run_info(settings, args.json))
         user = args.user if args.user is not None else stdio_user(settings)

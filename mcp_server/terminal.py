@@ -10,18 +10,24 @@ plain aligned text in a pipe.
 from __future__ import annotations
 
 import json
+import logging
 import sys
-from typing import Any, TextIO
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from typing import Any, BinaryIO, TextIO
 
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mcp_server.resources import transcript_head, transcript_message
-from store import ConversationStore, Settings, _export
+from store import BadImportLine, ConversationStore, Imported, Settings, _export
 from store.contract import MAX_CONVERSATION_PAGE, MAX_MESSAGE_PAGE
 from store.schemas import Conversation, Message, rfc3339
 
-__all__ = ["run_conversations", "run_export", "run_info", "run_show"]
+__all__ = ["run_conversations", "run_export", "run_import", "run_info", "run_show"]
+
+log = logging.getLogger("chatstore")
 
 
 def _print_json(value: Any) -> None:
@@ -141,4 +147,73 @@ async def run_export(
                         f"{conversations:,} conversations, {messages:,} messages", end="\r"
                     )
     print(f"exported {conversations:,} conversations, {messages:,} messages", file=sys.stderr)
+    return 0
+
+
+def _imported(done: Imported) -> str:
+    text = f"imported {done.conversations_imported:,} conversations, "
+    text += f"{done.messages_imported:,} messages"
+    if done.conversations_skipped:
+        text += (
+            f"; skipped {done.conversations_skipped:,} conversations already there "
+            f"({done.messages_skipped:,} messages)"
+        )
+    if done.forks_linked:
+        text += f"; linked {done.forks_linked:,} forks to their parents"
+    return text
+
+
+async def run_import(settings: Settings, source: BinaryIO, size: int | None) -> int:
+    """An export (JSONL) loaded back (``ConversationStore.import_lines``), with a progress bar
+    on stderr when it is a terminal (``size``: the file's bytes, when known); the counts at
+    the end. A bad line stops it: the line is named and what came before it stays in."""
+    bar = None
+    if sys.stderr.isatty():
+        bar = Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+    task = bar.add_task("import", total=size, counts="") if bar is not None else None
+    last = Imported(
+        conversations_imported=0,
+        messages_imported=0,
+        conversations_skipped=0,
+        messages_skipped=0,
+        forks_linked=0,
+    )
+
+    def lines(source: Iterable[bytes]) -> Iterator[bytes]:
+        read = 0
+        for number, text in enumerate(source, 1):
+            read += len(text)
+            if bar is not None and task is not None and number % 1000 == 0:
+                bar.update(task, completed=read)
+            yield text
+        if bar is not None and task is not None:
+            bar.update(task, completed=read)
+
+    def progress(done: Imported) -> None:
+        nonlocal last
+        last = done
+        if bar is not None and task is not None:
+            total = done.messages_imported + done.messages_skipped
+            bar.update(task, counts=f"{total:,} messages")
+
+    try:
+        with bar if bar is not None else nullcontext():
+            async with ConversationStore(settings) as store:
+                done = await store.import_lines(lines(source), progress=progress)
+    except BadImportLine as exc:
+        log.error("%s", exc)
+        print(
+            f"{_imported(last)} before that line; fix it and run the import again "
+            "(what is in is skipped)",
+            file=sys.stderr,
+        )
+        return 1
+    print(_imported(done))
     return 0

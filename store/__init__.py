@@ -5,6 +5,7 @@ The public surface is re-exported here; the ORM models never leave this package.
 
 from store.contract import Limits, Role
 from store.errors import (
+    BadImportLine,
     Conflict,
     InvalidArgument,
     LimitExceeded,
@@ -20,6 +21,7 @@ from store.schemas import (
     ConversationWithMessages,
     DeletedConversation,
     ForkedFrom,
+    Imported,
     Message,
     MessagePage,
     PurgedUser,
@@ -30,6 +32,7 @@ from store.settings import Settings
 from store.store import ConversationStore, open_store
 
 __all__ = [
+    "BadImportLine",
     "Conflict",
     "Context",
     "Conversation",
@@ -38,6 +41,7 @@ __all__ = [
     "ConversationWithMessages",
     "DeletedConversation",
     "ForkedFrom",
+    "Imported",
     "InvalidArgument",
     "LimitExceeded",
     "Limits",

@@ -60,13 +60,16 @@ class Guard:
                 raise Unavailable(f"cannot reach the database: {self._backend.where()}") from exc
             raise
 
-    async def run(self, op: Callable[[], Awaitable[T]], *, retry: bool = True) -> T:
+    async def run(
+        self, op: Callable[[], Awaitable[T]], *, retry: bool = True, bounded: bool = True
+    ) -> T:
         """``op()`` under the time limit, outages translated; with ``retry``, one more attempt
-        on fresh connections after an outage."""
+        on fresh connections after an outage. Not ``bounded``: ``op`` bounds each of its
+        statements instead (an import, whose length follows the file)."""
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             try:
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(self._timeout if bounded else None):
                     return await op()
             except StoreError:
                 raise

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_SEARCH_PAGE",
     "DEFAULT_TOKENIZER",
     "EXPORT_PAGE",
+    "IMPORT_CHUNK",
     "MAX_BATCH_MESSAGES",
     "MAX_CONTEXT_TOKENS",
     "MAX_CONVERSATION_KEY_CHARS",
@@ -79,6 +80,8 @@ MAX_SEARCH_DEPTH = 1_000
 
 #: Export reads conversations, and each one's messages, this many at a time.
 EXPORT_PAGE = 500
+#: Import writes a conversation's messages this many at a time (one statement each).
+IMPORT_CHUNK = 500
 #: Retention deletes this many conversations per transaction (with their messages).
 PRUNE_BATCH = 50
 

@@ -3,6 +3,7 @@
     StoreError                 base; ``code`` is the contract's error code
     ├── NotFound               ``not_found``: no such conversation *for this user*
     ├── InvalidArgument        ``invalid_argument``: the input breaks a contract rule
+    │   └── BadImportLine      a line of an import file does (``line`` is its number)
     ├── Conflict               ``conflict``: an idempotency key reused for a different message
     ├── LimitExceeded          ``limit_exceeded``: a configured quota is reached; nothing was
     │                          written
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "BadImportLine",
     "Conflict",
     "InvalidArgument",
     "LimitExceeded",
@@ -49,6 +51,15 @@ class NotFound(StoreError):
 
 class InvalidArgument(StoreError):
     code = "invalid_argument"
+
+
+class BadImportLine(InvalidArgument):
+    """A line of an import breaks the format or a rule; the conversations before it were
+    imported, the one it is part of was not."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
 
 
 class Conflict(StoreError):

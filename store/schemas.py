@@ -297,6 +297,10 @@ def _summary(value: str | None, info: ValidationInfo) -> str | None:
     return value
 
 
+#: An optional summary: valid text, not blank, within the summary limit.
+Summary = Annotated[str | None, AfterValidator(_summary)]
+
+
 def _raw(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -307,15 +311,18 @@ def _raw(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] |
 Raw = Annotated[dict[str, Any] | None, AfterValidator(_raw)]
 
 
+def _key(value: str | None) -> str | None:
+    return _short_text(value, "key", MAX_CONVERSATION_KEY_CHARS, blank=False)
+
+
+#: An optional conversation key: valid text, not blank, within the key limit.
+Key = Annotated[str | None, AfterValidator(_key)]
+
+
 class NewConversation(_Input):
     title: Title = None
     metadata: Metadata = Field(default=None, validate_default=True)
-    key: str | None = None
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str | None) -> str | None:
-        return _short_text(value, "key", MAX_CONVERSATION_KEY_CHARS, blank=False)
+    key: Key = None
 
 
 class Unset(Enum):
@@ -332,7 +339,7 @@ class ConversationChanges(_Input):
 
     title: Title = None
     metadata: Metadata = None
-    summary: Annotated[str | None, AfterValidator(_summary)] = None
+    summary: Summary = None
     summary_up_to_seq: int | None = Field(default=None, strict=True, ge=0, le=MAX_SEQ_CURSOR)
 
     @model_validator(mode="after")
@@ -635,6 +642,18 @@ class Pruned(_Output):
     conversations_deleted: int
     messages_deleted: int
     dry_run: bool
+
+
+class Imported(_Output):
+    """What an import wrote: conversations and their messages, the conversations skipped
+    because they exist already (with their messages), and the forks linked to their parent
+    after it arrived later in the file (or in an earlier run)."""
+
+    conversations_imported: int
+    messages_imported: int
+    conversations_skipped: int
+    messages_skipped: int
+    forks_linked: int
 
 
 class PurgedUser(_Output):

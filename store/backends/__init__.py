@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from store.backends.base import Backend, Duplicate, Position, QuotaReached, Window
+from store.backends.base import Backend, Duplicate, ImportClash, Position, QuotaReached, Window
 from store.backends.postgres import PostgresBackend
 from store.backends.sqlite import SqliteBackend
 from store.settings import Settings
 
-__all__ = ["Backend", "Duplicate", "Position", "QuotaReached", "Window", "backend_class"]
+__all__ = [
+    "Backend",
+    "Duplicate",
+    "ImportClash",
+    "Position",
+    "QuotaReached",
+    "Window",
+    "backend_class",
+]
 
 _BACKENDS: dict[str, type[Backend]] = {"postgres": PostgresBackend, "sqlite": SqliteBackend}
 

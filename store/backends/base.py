@@ -8,19 +8,21 @@ the output models of ``store.schemas`` and never a driver row. What its statemen
 says in the store's terms: no such row is None, a unique key taken is ``Duplicate``.
 
 Every method takes the acting user and every statement filters on it: a conversation of
-another user is not found, exactly like one that does not exist. Sequence numbers are assigned
-inside the database's own transaction (``append_message``), so they are gapless under any
-number of concurrent appenders, in this process or others.
+another user is not found, exactly like one that does not exist. Only the operator's methods
+(totals, export, import, prune) act across users, as an operator's command asks. Sequence
+numbers are assigned inside the database's own transaction (``append_message``), so they are
+gapless under any number of concurrent appenders, in this process or others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
+from store._import import ConversationRecord, ImportedMessage
 from store._search import Terms
 from store.schemas import Conversation, Message, NewMessage, SearchHit
 from store.settings import Settings
@@ -29,6 +31,7 @@ __all__ = [
     "Backend",
     "ContextWindow",
     "Duplicate",
+    "ImportClash",
     "Position",
     "SearchPosition",
     "SummaryEnd",
@@ -98,6 +101,16 @@ def summary_end(
 class Duplicate(Exception):
     """An insert hit a unique key: a retried append finding its own first attempt's row, or a
     concurrent append with the same idempotency key. Nothing was written by the statement."""
+
+
+class ImportClash(Exception):
+    """An imported row hit a unique key: the conversation's key is the user's already
+    (``chunk`` None), or a message id of ``chunk`` is stored already. Nothing of the
+    conversation was written."""
+
+    def __init__(self, chunk: list[ImportedMessage] | None) -> None:
+        super().__init__()
+        self.chunk = chunk
 
 
 class QuotaReached(Exception):
@@ -202,6 +215,28 @@ class Backend(Protocol):
     ) -> list[tuple[Message, str | None]]:
         """Up to ``limit`` messages after ``after_seq``, by seq, each with its idempotency key
         (export: the conversation was read just before, for its user)."""
+
+    async def import_conversation(
+        self,
+        *,
+        conversation: ConversationRecord,
+        summary_tokens: int | None,
+        chunks: Iterator[list[ImportedMessage]],
+    ) -> bool | None:
+        """Write an exported conversation in one transaction: the user's row (on first use),
+        the conversation with its recorded ids, counts and timestamps (forked_from set when
+        that parent is there, the same user's), then its messages a chunk at a time as
+        ``chunks`` yields them (an exception from ``chunks`` rolls everything back), then its
+        token_total. None, with nothing written and ``chunks`` not started, when a
+        conversation with that id exists; else whether forked_from was set. ``ImportClash``
+        when a key is taken. Each statement is bounded by ``db_timeout``, not the whole."""
+
+    async def link_forks(self, forks: list[tuple[UUID, UUID]]) -> int:
+        """For each (fork, parent): set the fork's forked_from to the parent where it is
+        unset and the parent exists, of the same user; how many were set."""
+
+    async def existing_message_ids(self, message_ids: list[UUID]) -> set[UUID]:
+        """Which of these message ids are stored, anyone's (import names a clash)."""
 
     async def prune_batch(
         self, *, before: datetime, user: str | None, limit: int, dry_run: bool

@@ -16,7 +16,7 @@ import asyncio
 import collections
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -24,6 +24,7 @@ from uuid import UUID
 
 import asyncpg
 
+from store._import import ConversationRecord, ImportedMessage
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
@@ -37,6 +38,7 @@ from store._search import Terms
 from store.backends.base import (
     ContextWindow,
     Duplicate,
+    ImportClash,
     Position,
     QuotaReached,
     SearchPosition,
@@ -45,7 +47,7 @@ from store.backends.base import (
     summary_end,
 )
 from store.errors import NotOpen, Unavailable
-from store.schemas import Conversation, Message, NewMessage, SearchHit
+from store.schemas import Conversation, Message, NewMessage, SearchHit, dump_json
 from store.settings import APP_LABEL, Settings, database_credentials
 
 __all__ = ["IdleConnections", "PostgresBackend"]
@@ -342,6 +344,41 @@ _EXPORT_MESSAGES = (
     f"SELECT {MESSAGE_COLUMNS}, idempotency_key FROM messages "
     "WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 )
+# Import: a conversation as exported (ON CONFLICT (id): one that exists is skipped, a key the
+# user has already raises), linked to its parent when that is there; then its messages by
+# COPY, a chunk at a time (the search column is generated as they arrive).
+_IMPORT_CONVERSATION = """
+INSERT INTO conversations
+    (id, user_id, title, metadata, key, created_at, updated_at, message_count, last_seq,
+     summary, summary_up_to_seq, summary_token_count, token_total, forked_from_id,
+     forked_from_seq)
+SELECT $1, $2::text, $3, $4::jsonb, $5, $6, $7, $8, $8, $9, $10, $11, 0,
+       (SELECT p.id FROM conversations p WHERE p.id = $12 AND p.user_id = $2::text), $13
+ON CONFLICT (id) DO NOTHING
+RETURNING forked_from_id IS NOT NULL
+"""
+_IMPORTED_COLUMNS = (
+    "id",
+    "conversation_id",
+    "user_id",
+    "seq",
+    "role",
+    "content",
+    "tool_calls",
+    "tool_call_id",
+    "metadata",
+    "idempotency_key",
+    "created_at",
+    "token_count",
+    "raw",
+)
+_IMPORTED_TOKENS = "UPDATE conversations SET token_total = $2 WHERE id = $1"
+_LINK_FORKS = """
+UPDATE conversations c SET forked_from_id = f.parent
+FROM unnest($1::uuid[], $2::uuid[]) AS f(fork, parent), conversations p
+WHERE c.id = f.fork AND c.forked_from_id IS NULL AND p.id = f.parent AND p.user_id = c.user_id
+"""
+_EXISTING_MESSAGES = "SELECT id FROM messages WHERE id = ANY($1::uuid[])"
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = $1"
 )
@@ -593,6 +630,11 @@ class PostgresBackend:
     async def _one(self, sql: str, *args: Any) -> Any:
         rows = await self._fetch(sql, *args)
         return rows[0] if rows else None
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        async with self._connections().connection() as conn:
+            status: str = await conn.execute(sql, *args)
+            return status
 
     async def _transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
         idle = self._connections()
@@ -911,6 +953,84 @@ class PostgresBackend:
     ) -> list[tuple[Message, str | None]]:
         rows = await self._fetch(_EXPORT_MESSAGES, conversation_id, after_seq, limit)
         return [(message(*row[:-1]), row[-1]) for row in rows]
+
+    async def import_conversation(
+        self,
+        *,
+        conversation: ConversationRecord,
+        summary_tokens: int | None,
+        chunks: Iterator[list[ImportedMessage]],
+    ) -> bool | None:
+        c, timeout = conversation, self._settings.db_timeout
+        parent = c.forked_from
+
+        async def work(conn: Any) -> bool | None:
+            await conn.execute(_NEW_USER, c.user, timeout=timeout)
+            try:
+                linked = await conn.fetchval(
+                    _IMPORT_CONVERSATION,
+                    c.id,
+                    c.user,
+                    c.title,
+                    dump_json(c.metadata),
+                    c.key,
+                    c.created_at,
+                    c.updated_at,
+                    c.message_count,
+                    c.summary,
+                    c.summary_up_to_seq,
+                    summary_tokens,
+                    None if parent is None else parent.conversation_id,
+                    None if parent is None else parent.seq,
+                    timeout=timeout,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise ImportClash(None) from exc
+            if linked is None:
+                return None
+            tokens = 0
+            for chunk in chunks:
+                records = []
+                for m in chunk:
+                    new = m.message
+                    tool_calls, metadata, raw = new.json_columns()
+                    tokens += new.token_count or 0
+                    records.append(
+                        (
+                            m.id,
+                            c.id,
+                            c.user,
+                            m.seq,
+                            new.role,
+                            new.content,
+                            tool_calls,
+                            new.tool_call_id,
+                            metadata,
+                            new.idempotency_key,
+                            m.created_at,
+                            new.token_count,
+                            raw,
+                        )
+                    )
+                try:
+                    await conn.copy_records_to_table(
+                        "messages", records=records, columns=_IMPORTED_COLUMNS, timeout=timeout
+                    )
+                except asyncpg.UniqueViolationError as exc:
+                    raise ImportClash(chunk) from exc
+            await conn.execute(_IMPORTED_TOKENS, c.id, tokens, timeout=timeout)
+            return bool(linked)
+
+        return await self._transaction(work)
+
+    async def link_forks(self, forks: list[tuple[UUID, UUID]]) -> int:
+        status = await self._execute(
+            _LINK_FORKS, [fork for fork, _ in forks], [parent for _, parent in forks]
+        )
+        return int(status.rsplit(" ", 1)[1])
+
+    async def existing_message_ids(self, message_ids: list[UUID]) -> set[UUID]:
+        return {row[0] for row in await self._fetch(_EXISTING_MESSAGES, message_ids)}
 
     async def prune_batch(
         self, *, before: datetime, user: str | None, limit: int, dry_run: bool

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -23,6 +23,7 @@ from uuid import UUID
 
 import aiosqlite
 
+from store._import import ConversationRecord, ImportedMessage
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
@@ -36,6 +37,7 @@ from store._search import Terms
 from store.backends.base import (
     ContextWindow,
     Duplicate,
+    ImportClash,
     Position,
     QuotaReached,
     SearchPosition,
@@ -44,7 +46,7 @@ from store.backends.base import (
     summary_end,
 )
 from store.errors import NotOpen
-from store.schemas import Conversation, Message, NewMessage, SearchHit
+from store.schemas import Conversation, Message, NewMessage, SearchHit, dump_json
 from store.settings import APP_LABEL, Settings, database_credentials
 
 __all__ = ["SqliteBackend"]
@@ -194,6 +196,31 @@ _EXPORT_MESSAGES = (
     f"SELECT {MESSAGE_COLUMNS}, idempotency_key FROM messages "
     "WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
 )
+# Import, as in the PostgreSQL backend (see there), inside BEGIN IMMEDIATE; messages by
+# executemany, a chunk at a time (the search triggers index them as they arrive). The parent
+# is looked up first: with it written as a subquery of the INSERT, RETURNING gave 1 for
+# "forked_from_id IS NOT NULL" on every row (SQLite 3.40).
+_NEW_USER = "INSERT INTO users (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING"
+_IMPORT_CONVERSATION = """
+INSERT INTO conversations
+    (id, user_id, title, metadata, key, created_at, updated_at, message_count, last_seq,
+     summary, summary_up_to_seq, summary_token_count, token_total, forked_from_id,
+     forked_from_seq)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, 0, ?12, ?13)
+ON CONFLICT (id) DO NOTHING
+RETURNING 1
+"""
+_IMPORT_MESSAGE = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+)
+_IMPORTED_TOKENS = "UPDATE conversations SET token_total = ?2 WHERE id = ?1"
+_LINK_FORK = (
+    "UPDATE conversations SET forked_from_id = ?2 WHERE id = ?1 AND forked_from_id IS NULL "
+    "AND EXISTS (SELECT 1 FROM conversations p WHERE p.id = ?2 "
+    "AND p.user_id = conversations.user_id)"
+)
+_EXISTING_MESSAGES = "SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?1))"
 _USER_TOTALS = (
     "SELECT count(*), coalesce(sum(message_count), 0) FROM conversations WHERE user_id = ?1"
 )
@@ -472,11 +499,7 @@ class SqliteBackend:
         now, cid = _ts(datetime.now(UTC)), str(conversation_id)
 
         async def work(conn: aiosqlite.Connection) -> list[Any]:
-            await _exec(
-                conn,
-                "INSERT INTO users (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-                (user, now),
-            )
+            await _exec(conn, _NEW_USER, (user, now))
             if self._settings.max_conversations_per_user is not None:
                 # Under BEGIN IMMEDIATE's write lock: no other writer counts meanwhile.
                 if key is not None:
@@ -770,6 +793,90 @@ class SqliteBackend:
     ) -> list[tuple[Message, str | None]]:
         rows = await self._fetch(_EXPORT_MESSAGES, str(conversation_id), after_seq, limit)
         return [(_message(row[:-1]), row[-1]) for row in rows]
+
+    async def import_conversation(
+        self,
+        *,
+        conversation: ConversationRecord,
+        summary_tokens: int | None,
+        chunks: Iterator[list[ImportedMessage]],
+    ) -> bool | None:
+        c, cid = conversation, str(conversation.id)
+        parent = c.forked_from
+
+        async def work(conn: aiosqlite.Connection) -> bool | None:
+            await _exec(conn, _NEW_USER, (c.user, _ts(datetime.now(UTC))))
+            found = parent is not None and bool(
+                await _rows(conn, _CONVERSATION_EXISTS, (str(parent.conversation_id), c.user))
+            )
+            fields = (
+                cid,
+                c.user,
+                c.title,
+                dump_json(c.metadata),
+                c.key,
+                _ts(c.created_at),
+                _ts(c.updated_at),
+                c.message_count,
+                c.summary,
+                c.summary_up_to_seq,
+                summary_tokens,
+                str(parent.conversation_id) if found and parent is not None else None,
+                None if parent is None else parent.seq,
+            )
+            try:
+                inserted = await _rows(conn, _IMPORT_CONVERSATION, fields)
+            except sqlite3.IntegrityError as exc:
+                raise ImportClash(None) from exc
+            if not inserted:
+                return None
+            tokens = 0
+            for chunk in chunks:
+                rows = []
+                for m in chunk:
+                    new = m.message
+                    tool_calls, metadata, raw = new.json_columns()
+                    tokens += new.token_count or 0
+                    rows.append(
+                        (
+                            str(m.id),
+                            cid,
+                            m.seq,
+                            new.role,
+                            new.content,
+                            tool_calls,
+                            new.tool_call_id,
+                            metadata,
+                            _ts(m.created_at),
+                            new.token_count,
+                            raw,
+                            c.user,
+                            new.idempotency_key,
+                        )
+                    )
+                try:
+                    await conn.executemany(_IMPORT_MESSAGE, rows)
+                except sqlite3.IntegrityError as exc:
+                    raise ImportClash(chunk) from exc
+            await _exec(conn, _IMPORTED_TOKENS, (cid, tokens))
+            return found
+
+        return await self._transaction(work)
+
+    async def link_forks(self, forks: list[tuple[UUID, UUID]]) -> int:
+        async def work(conn: aiosqlite.Connection) -> int:
+            linked = 0
+            for fork, parent in forks:
+                cursor = await conn.execute(_LINK_FORK, (str(fork), str(parent)))
+                linked += cursor.rowcount
+                await cursor.close()
+            return linked
+
+        return await self._transaction(work)
+
+    async def existing_message_ids(self, message_ids: list[UUID]) -> set[UUID]:
+        ids = json.dumps([str(mid) for mid in message_ids])
+        return {UUID(row[0]) for row in await self._fetch(_EXISTING_MESSAGES, ids)}
 
     async def prune_batch(
         self, *, before: datetime, user: str | None, limit: int, dry_run: bool
