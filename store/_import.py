@@ -14,10 +14,11 @@ its one transaction, and memory holds a chunk, not the conversation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from functools import partial
+from itertools import chain
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
@@ -26,6 +27,7 @@ from store._export import FORMAT, VERSION
 from store.contract import IMPORT_CHUNK, MAX_SEQ_CURSOR, Limits
 from store.errors import BadImportLine, InvalidArgument
 from store.schemas import (
+    Imported,
     Key,
     Metadata,
     NewMessage,
@@ -37,7 +39,18 @@ from store.schemas import (
     validate,
 )
 
-__all__ = ["ConversationRecord", "ImportedMessage", "Records"]
+if TYPE_CHECKING:  # both import this module's records
+    from store._guard import Guard
+    from store.backends.base import Backend
+
+__all__ = [
+    "ConversationRecord",
+    "ImportClash",
+    "ImportedConversation",
+    "ImportedMessage",
+    "Records",
+    "load",
+]
 
 #: A chunk also ends once its messages hold about this much text and JSON.
 _CHUNK_BYTES = 8 * 1024 * 1024
@@ -88,18 +101,10 @@ class ConversationRecord(_Input):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class ImportedMessage:
-    """A message line, validated: its id, place and time as exported, and the message."""
+class MessageRecord(NewMessage):
+    """A message line: a message as ``append_message`` takes it (its rules, under the store's
+    limits), with its place and time as exported."""
 
-    id: UUID
-    seq: int
-    created_at: datetime
-    message: NewMessage
-    line: int
-
-
-class _Placement(_Input):
     type: Literal["message"]
     id: UUID
     conversation_id: UUID
@@ -107,7 +112,38 @@ class _Placement(_Input):
     created_at: AwareDatetime
 
 
-_PLACEMENT = frozenset(_Placement.model_fields)
+@dataclass(frozen=True, slots=True)
+class ImportedMessage:
+    """A message line, validated (``message``: its token_count set once counted)."""
+
+    message: MessageRecord
+    user: str  # the conversation's
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedConversation:
+    """A conversation line, validated, with the messages held for it: all of them, or the
+    first chunk of a long one whose others follow."""
+
+    record: ConversationRecord
+    line: int
+    summary_tokens: int | None
+    messages: list[ImportedMessage]
+
+    @property
+    def tokens(self) -> int:
+        return sum(m.message.token_count or 0 for m in self.messages)
+
+
+class ImportClash(Exception):
+    """An imported row hit a unique key: a conversation's key is its user's already
+    (``chunk`` None), or a message id of ``chunk`` is stored already. Nothing of the call was
+    written."""
+
+    def __init__(self, chunk: list[ImportedMessage] | None) -> None:
+        super().__init__()
+        self.chunk = chunk
 
 
 class Records:
@@ -203,10 +239,10 @@ class Records:
                     yield chunk
                 return
             number, record = read
-            imported = self._message(number, record, conversation.id, seq + 1)
-            if imported.id in ids:
+            imported = self._message(number, record, conversation, seq + 1)
+            if imported.message.id in ids:
                 raise BadImportLine(number, "id: an earlier message of this conversation has it")
-            ids.add(imported.id)
+            ids.add(imported.message.id)
             key = imported.message.idempotency_key
             if key is not None:
                 if key in keys:
@@ -223,28 +259,21 @@ class Records:
                 chunk, size = [], 0
 
     def _message(
-        self, number: int, record: dict[str, Any], conversation_id: UUID, seq: int
+        self, number: int, record: dict[str, Any], conversation: ConversationRecord, seq: int
     ) -> ImportedMessage:
         try:
-            placement = _Placement.model_validate(
-                {name: record[name] for name in _PLACEMENT if name in record}
-            )
-        except ValidationError as exc:
-            raise BadImportLine(number, describe_validation_error(exc)) from None
-        if placement.conversation_id != conversation_id:
+            message = validate(MessageRecord, self._limits, **record)
+        except InvalidArgument as exc:
+            raise BadImportLine(number, exc.message) from None
+        if message.conversation_id != conversation.id:
             raise BadImportLine(
                 number, "conversation_id: not the conversation this message follows"
             )
-        if placement.seq != seq:
+        if message.seq != seq:
             raise BadImportLine(
-                number, f"seq: {placement.seq} where {seq} comes next (seqs are gapless from 1)"
+                number, f"seq: {message.seq} where {seq} comes next (seqs are gapless from 1)"
             )
-        fields = {name: value for name, value in record.items() if name not in _PLACEMENT}
-        try:
-            message = validate(NewMessage, self._limits, **fields)
-        except InvalidArgument as exc:
-            raise BadImportLine(number, exc.message) from None
-        return ImportedMessage(placement.id, seq, placement.created_at, message, number)
+        return ImportedMessage(message, conversation.user, number)
 
     def drain(self, chunks: Iterator[list[ImportedMessage]]) -> int:
         """Validate the rest of a conversation that is not written; how many messages."""
@@ -254,4 +283,113 @@ class Records:
 def _size(message: NewMessage) -> int:
     return len(message.content) + sum(
         len(json.dumps(value)) for value in (message.tool_calls, message.raw) if value is not None
+    )
+
+
+async def load(
+    db: Backend,
+    guard: Guard,
+    records: Records,
+    *,
+    counted: Callable[[MessageRecord], MessageRecord],
+    count: Callable[[str], int],
+    progress: Callable[[Imported], None] | None,
+) -> Imported:
+    """``ConversationStore.import_lines``: ``records`` written to ``db``. Conversations of up
+    to a chunk are held and written several to a transaction (``IMPORT_CHUNK`` messages at
+    most); a longer one is written in a transaction of its own, a chunk at a time. When a line
+    is bad, what was held before its conversation is written first. ``counted``: a message
+    with its token_count; ``count``: a summary's tokens."""
+    counts = dict.fromkeys(Imported.model_fields, 0)
+    waiting: list[tuple[UUID, UUID]] = []  # (fork, parent): linked at the end
+    group: list[ImportedConversation] = []  # held, to be written together
+    held = size = 0
+
+    async def flush() -> None:
+        nonlocal group, held, size
+        batch, group, held, size = group, [], 0, 0
+        await write(batch)
+
+    async def write(
+        batch: list[ImportedConversation], more: Iterator[list[ImportedMessage]] | None = None
+    ) -> None:
+        if not batch:
+            return
+        # Not retried (the lines read are gone); bounded per statement, not as a whole.
+        op = partial(db.import_conversations, batch, more=more)
+        try:
+            written = await guard.run(op, retry=False, bounded=False)
+        except ImportClash as clash:
+            if len(batch) == 1:
+                raise await _named(db, guard, batch[0], clash) from None
+            for one in batch:  # each alone, to name the one that clashes
+                await write([one])
+            return
+        for c in batch:
+            r = c.record
+            if r.id in written:
+                counts["conversations_imported"] += 1
+                counts["messages_imported"] += r.message_count
+            else:
+                counts["conversations_skipped"] += 1
+                counts["messages_skipped"] += r.message_count
+            if r.forked_from is not None and not written.get(r.id):
+                waiting.append((r.id, r.forked_from.conversation_id))
+        if more is not None:
+            for _ in more:  # a long conversation that was skipped: its lines still checked
+                pass
+        if progress is not None:
+            progress(Imported(**counts))
+
+    try:
+        while (found := records.conversation()) is not None:
+            at, record = found
+            chunks = records.messages(at, record)
+            first = [_counted(m, counted) for m in next(chunks, [])]
+            second = next(chunks, None)
+            summary = None if record.summary is None else count(record.summary)
+            conversation = ImportedConversation(record, at, summary, first)
+            if second is not None:  # a long one: a transaction of its own
+                await flush()
+                rest = ([_counted(m, counted) for m in chunk] for chunk in chain([second], chunks))
+                await write([conversation], rest)
+                continue
+            weight = sum(_size(m.message) for m in first)
+            if held + len(first) > IMPORT_CHUNK or size + weight > _CHUNK_BYTES:
+                await flush()
+            group.append(conversation)
+            held, size = held + len(first), size + weight
+        await flush()
+    except BadImportLine:
+        await flush()  # the conversations held before the bad line's
+        counts["forks_linked"] = await _link(db, guard, waiting)
+        raise
+    counts["forks_linked"] = await _link(db, guard, waiting)
+    return Imported(**counts)
+
+
+def _counted(
+    imported: ImportedMessage, counted: Callable[[MessageRecord], MessageRecord]
+) -> ImportedMessage:
+    return replace(imported, message=counted(imported.message))
+
+
+async def _link(db: Backend, guard: Guard, waiting: list[tuple[UUID, UUID]]) -> int:
+    return await guard.run(partial(db.link_forks, waiting)) if waiting else 0
+
+
+async def _named(
+    db: Backend, guard: Guard, conversation: ImportedConversation, clash: ImportClash
+) -> BadImportLine:
+    """The line a clash is about: the conversation's (its key), or a message's (its id)."""
+    if clash.chunk is None:
+        user = conversation.record.user
+        return BadImportLine(
+            conversation.line, f"key: user {user!r} has another conversation with this key"
+        )
+    ids = [m.message.id for m in clash.chunk]
+    stored = await guard.run(partial(db.existing_message_ids, ids))
+    line = next((m.line for m in clash.chunk if m.message.id in stored), clash.chunk[0].line)
+    return BadImportLine(
+        line, "id: a message with this id is stored already, in another conversation"
     )

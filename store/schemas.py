@@ -260,7 +260,7 @@ class _Input(BaseModel):
 
 
 def _metadata(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any]:
-    if value is None:
+    if not value:  # absent or empty, as most messages' are: nothing to check or measure
         return {}
     return check_json(value, "metadata", _limits(info).max_metadata_bytes)  # type: ignore[no-any-return]
 
@@ -398,7 +398,7 @@ class NewMessage(_Input):
         """``tool_calls``, ``metadata`` and ``raw`` as the JSON text the store writes."""
         tool_calls = None if self.tool_calls is None else dump_json(self.tool_calls)
         raw = None if self.raw is None else dump_json(self.raw)
-        return tool_calls, dump_json(self.metadata), raw
+        return tool_calls, dump_json(self.metadata) if self.metadata else "{}", raw
 
     @field_validator("content")
     @classmethod

@@ -22,12 +22,11 @@ answering is decided in one place, ``store/_guard.py``: there a driver error bec
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from store import _export
 from store._append import append
@@ -39,11 +38,11 @@ from store._cursor import (
     encode_search_cursor,
 )
 from store._guard import Guard
-from store._import import ConversationRecord, ImportedMessage, Records
+from store._import import Records, load
 from store._pydantic import trusted
 from store._quota import conversations_full
 from store._search import parse
-from store.backends import Backend, ImportClash, QuotaReached, Window, backend_class
+from store.backends import Backend, QuotaReached, Window, backend_class
 from store.contract import (
     DEFAULT_CONVERSATION_PAGE,
     DEFAULT_MESSAGE_PAGE,
@@ -53,7 +52,6 @@ from store.contract import (
     PRUNE_BATCH,
 )
 from store.errors import (
-    BadImportLine,
     Conflict,
     InvalidArgument,
     LimitExceeded,
@@ -95,6 +93,8 @@ from store.settings import Settings
 from store.tokens import tokenizer
 
 __all__ = ["ConversationStore", "open_store"]
+
+M = TypeVar("M", bound=NewMessage)
 
 _NOT_FOUND = "no conversation with that id"
 
@@ -554,73 +554,14 @@ class ConversationStore:
         ``BadImportLine`` naming it: the conversations before it stay imported, so the import
         can be run again once it is fixed (or after an interruption) and adds only what is
         missing. Quotas do not apply: this is an operator's restore. ``progress`` is called
-        after each conversation with the counts so far. Memory holds one chunk of messages
-        (``IMPORT_CHUNK``) and the forks still waiting for their parent."""
+        as conversations are written, with the counts so far. Memory holds two chunks of
+        messages (``IMPORT_CHUNK``) and the forks still waiting for their parent."""
         records = Records(lines, self._limits)
         records.header()
-        db = self._db()
-        counts = dict.fromkeys(Imported.model_fields, 0)
-        waiting: list[tuple[uuid.UUID, uuid.UUID]] = []  # (fork, parent) to link at the end
-
-        async def link() -> None:
-            if waiting:
-                counts["forks_linked"] = await self._guard.run(partial(db.link_forks, waiting))
-
-        try:
-            while (found := records.conversation()) is not None:
-                at, conversation = found
-                chunks = records.messages(at, conversation)
-                linked = await self._import_one(db, at, conversation, chunks)
-                if linked is None:
-                    counts["conversations_skipped"] += 1
-                    counts["messages_skipped"] += records.drain(chunks)
-                else:
-                    counts["conversations_imported"] += 1
-                    counts["messages_imported"] += conversation.message_count
-                if conversation.forked_from is not None and not linked:
-                    waiting.append((conversation.id, conversation.forked_from.conversation_id))
-                if progress is not None:
-                    progress(Imported(**counts))
-        except BadImportLine:
-            await link()  # the forks among the conversations already in
-            raise
-        await link()
-        return Imported(**counts)
-
-    async def _import_one(
-        self,
-        db: Backend,
-        at: int,
-        conversation: ConversationRecord,
-        chunks: Iterator[list[ImportedMessage]],
-    ) -> bool | None:
-        """One conversation of an import (``Backend.import_conversation``), its clashes named."""
-        summary = conversation.summary
-        tokens = tokenizer(self._settings.tokenizer)
-        counted = (
-            [replace(m, message=self._counted(m.message)) for m in chunk] for chunk in chunks
+        count = tokenizer(self._settings.tokenizer).count
+        return await load(
+            self._db(), self._guard, records, counted=self._counted, count=count, progress=progress
         )
-        op = partial(
-            db.import_conversation,
-            conversation=conversation,
-            summary_tokens=None if summary is None else tokens.count(summary),
-            chunks=counted,
-        )
-        try:
-            # Not retried (the lines read are gone), and bounded per statement: a long
-            # conversation takes as long as it takes.
-            return await self._guard.run(op, retry=False, bounded=False)
-        except ImportClash as clash:
-            if clash.chunk is None:
-                raise BadImportLine(
-                    at, f"key: user {conversation.user!r} has another conversation with this key"
-                ) from None
-            ids = [m.id for m in clash.chunk]
-            stored = await self._guard.run(partial(db.existing_message_ids, ids))
-            line = next((m.line for m in clash.chunk if m.id in stored), clash.chunk[0].line)
-            raise BadImportLine(
-                line, "id: a message with this id is stored already, in another conversation"
-            ) from None
 
     async def purge_user(self, *, user: str) -> PurgedUser:
         """Delete everything of ``user``: the user row, conversations and messages (cascade)."""
@@ -708,7 +649,7 @@ class ConversationStore:
 
         return await self._guard.run(op)
 
-    def _counted(self, new: NewMessage) -> NewMessage:
+    def _counted(self, new: M) -> M:
         """``new`` with its token_count: the caller's, or the tokenizer's."""
         if new.token_count is not None:
             return new

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from store._import import ConversationRecord, ImportedMessage
+from store._import import ImportClash, ImportedConversation, ImportedMessage
 from store._search import Terms
 from store.schemas import Conversation, Message, NewMessage, SearchHit
 from store.settings import Settings
@@ -101,16 +101,6 @@ def summary_end(
 class Duplicate(Exception):
     """An insert hit a unique key: a retried append finding its own first attempt's row, or a
     concurrent append with the same idempotency key. Nothing was written by the statement."""
-
-
-class ImportClash(Exception):
-    """An imported row hit a unique key: the conversation's key is the user's already
-    (``chunk`` None), or a message id of ``chunk`` is stored already. Nothing of the
-    conversation was written."""
-
-    def __init__(self, chunk: list[ImportedMessage] | None) -> None:
-        super().__init__()
-        self.chunk = chunk
 
 
 class QuotaReached(Exception):
@@ -216,20 +206,21 @@ class Backend(Protocol):
         """Up to ``limit`` messages after ``after_seq``, by seq, each with its idempotency key
         (export: the conversation was read just before, for its user)."""
 
-    async def import_conversation(
+    async def import_conversations(
         self,
+        group: list[ImportedConversation],
         *,
-        conversation: ConversationRecord,
-        summary_tokens: int | None,
-        chunks: Iterator[list[ImportedMessage]],
-    ) -> bool | None:
-        """Write an exported conversation in one transaction: the user's row (on first use),
-        the conversation with its recorded ids, counts and timestamps (forked_from set when
-        that parent is there, the same user's), then its messages a chunk at a time as
-        ``chunks`` yields them (an exception from ``chunks`` rolls everything back), then its
-        token_total. None, with nothing written and ``chunks`` not started, when a
-        conversation with that id exists; else whether forked_from was set. ``ImportClash``
-        when a key is taken. Each statement is bounded by ``db_timeout``, not the whole."""
+        more: Iterator[list[ImportedMessage]] | None = None,
+    ) -> dict[UUID, bool]:
+        """Write exported conversations in one transaction: their users' rows (on first
+        use), each conversation with its recorded ids, counts and timestamps (forked_from set
+        when that parent is stored already, the same user's), and its messages. A
+        conversation whose id exists is skipped with its messages. ``more``: further messages
+        of the group's last conversation, a chunk at a time (one too long to hold), written
+        after it when it is written (an exception from ``more`` rolls everything back).
+        Returns the ids written, each with whether its forked_from was set; ``ImportClash``
+        (nothing written) when a key or a message id is taken. Each statement is bounded by
+        ``db_timeout``, not the whole."""
 
     async def link_forks(self, forks: list[tuple[UUID, UUID]]) -> int:
         """For each (fork, parent): set the fork's forked_from to the parent where it is

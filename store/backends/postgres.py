@@ -24,7 +24,7 @@ from uuid import UUID
 
 import asyncpg
 
-from store._import import ConversationRecord, ImportedMessage
+from store._import import ImportClash, ImportedConversation, ImportedMessage
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
@@ -38,7 +38,6 @@ from store._search import Terms
 from store.backends.base import (
     ContextWindow,
     Duplicate,
-    ImportClash,
     Position,
     QuotaReached,
     SearchPosition,
@@ -344,18 +343,29 @@ _EXPORT_MESSAGES = (
     f"SELECT {MESSAGE_COLUMNS}, idempotency_key FROM messages "
     "WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 )
-# Import: a conversation as exported (ON CONFLICT (id): one that exists is skipped, a key the
-# user has already raises), linked to its parent when that is there; then its messages by
-# COPY, a chunk at a time (the search column is generated as they arrive).
-_IMPORT_CONVERSATION = """
+# Import: conversations as exported, many in one statement (ON CONFLICT (id): one that exists
+# is skipped, a key its user has already raises), each linked to its parent when that is
+# stored already; then their messages by COPY (the search column is generated as they arrive).
+_IMPORT_USERS = (
+    "INSERT INTO users (id, created_at) SELECT DISTINCT unnest($1::text[]), clock_timestamp() "
+    "ON CONFLICT DO NOTHING"
+)
+_IMPORT_CONVERSATIONS = """
 INSERT INTO conversations
     (id, user_id, title, metadata, key, created_at, updated_at, message_count, last_seq,
      summary, summary_up_to_seq, summary_token_count, token_total, forked_from_id,
      forked_from_seq)
-SELECT $1, $2::text, $3, $4::jsonb, $5, $6, $7, $8, $8, $9, $10, $11, 0,
-       (SELECT p.id FROM conversations p WHERE p.id = $12 AND p.user_id = $2::text), $13
+SELECT v.id, v.user_id, v.title, v.metadata::jsonb, v.key, v.created_at, v.updated_at, v.count,
+       v.count, v.summary, v.up_to, v.summary_tokens, v.tokens,
+       (SELECT p.id FROM conversations p WHERE p.id = v.parent AND p.user_id = v.user_id),
+       v.parent_seq
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::timestamptz[], $8::bigint[], $9::text[], $10::bigint[], $11::int[],
+            $12::bigint[], $13::uuid[], $14::bigint[])
+     AS v(id, user_id, title, metadata, key, created_at, updated_at, count, summary, up_to,
+          summary_tokens, tokens, parent, parent_seq)
 ON CONFLICT (id) DO NOTHING
-RETURNING forked_from_id IS NOT NULL
+RETURNING id, forked_from_id IS NOT NULL
 """
 _IMPORTED_COLUMNS = (
     "id",
@@ -372,7 +382,7 @@ _IMPORTED_COLUMNS = (
     "token_count",
     "raw",
 )
-_IMPORTED_TOKENS = "UPDATE conversations SET token_total = $2 WHERE id = $1"
+_IMPORTED_TOKENS = "UPDATE conversations SET token_total = token_total + $2 WHERE id = $1"
 _LINK_FORKS = """
 UPDATE conversations c SET forked_from_id = f.parent
 FROM unnest($1::uuid[], $2::uuid[]) AS f(fork, parent), conversations p
@@ -390,6 +400,27 @@ _MESSAGES_BY_KEY = (
     f"SELECT {MESSAGE_COLUMNS}, idempotency_key FROM messages "
     "WHERE conversation_id = $1 AND idempotency_key = ANY($2::text[]) AND user_id = $3"
 )
+
+
+def _imported_row(imported: ImportedMessage) -> tuple[Any, ...]:
+    """An imported message as its COPY row (``_IMPORTED_COLUMNS``)."""
+    m = imported.message
+    tool_calls, metadata, raw = m.json_columns()
+    return (
+        m.id,
+        m.conversation_id,
+        imported.user,
+        m.seq,
+        m.role,
+        m.content,
+        tool_calls,
+        m.tool_call_id,
+        metadata,
+        m.idempotency_key,
+        m.created_at,
+        m.token_count,
+        raw,
+    )
 
 
 #: Seconds ``close()`` waits for calls in flight before terminating their connections.
@@ -954,72 +985,64 @@ class PostgresBackend:
         rows = await self._fetch(_EXPORT_MESSAGES, conversation_id, after_seq, limit)
         return [(message(*row[:-1]), row[-1]) for row in rows]
 
-    async def import_conversation(
+    async def import_conversations(
         self,
+        group: list[ImportedConversation],
         *,
-        conversation: ConversationRecord,
-        summary_tokens: int | None,
-        chunks: Iterator[list[ImportedMessage]],
-    ) -> bool | None:
-        c, timeout = conversation, self._settings.db_timeout
-        parent = c.forked_from
+        more: Iterator[list[ImportedMessage]] | None = None,
+    ) -> dict[UUID, bool]:
+        timeout = self._settings.db_timeout
+        columns: list[list[Any]] = [[] for _ in range(14)]
+        for c in group:
+            r, parent = c.record, c.record.forked_from
+            values = (
+                r.id,
+                r.user,
+                r.title,
+                dump_json(r.metadata),
+                r.key,
+                r.created_at,
+                r.updated_at,
+                r.message_count,
+                r.summary,
+                r.summary_up_to_seq,
+                c.summary_tokens,
+                c.tokens,
+                None if parent is None else parent.conversation_id,
+                None if parent is None else parent.seq,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
 
-        async def work(conn: Any) -> bool | None:
-            await conn.execute(_NEW_USER, c.user, timeout=timeout)
+        async def copy(conn: Any, chunk: list[ImportedMessage]) -> None:
+            if not chunk:
+                return
             try:
-                linked = await conn.fetchval(
-                    _IMPORT_CONVERSATION,
-                    c.id,
-                    c.user,
-                    c.title,
-                    dump_json(c.metadata),
-                    c.key,
-                    c.created_at,
-                    c.updated_at,
-                    c.message_count,
-                    c.summary,
-                    c.summary_up_to_seq,
-                    summary_tokens,
-                    None if parent is None else parent.conversation_id,
-                    None if parent is None else parent.seq,
+                await conn.copy_records_to_table(
+                    "messages",
+                    records=[_imported_row(m) for m in chunk],
+                    columns=_IMPORTED_COLUMNS,
                     timeout=timeout,
                 )
             except asyncpg.UniqueViolationError as exc:
+                raise ImportClash(chunk) from exc
+
+        async def work(conn: Any) -> dict[UUID, bool]:
+            await conn.execute(_IMPORT_USERS, columns[1], timeout=timeout)
+            try:
+                rows = await conn.fetch(_IMPORT_CONVERSATIONS, *columns, timeout=timeout)
+            except asyncpg.UniqueViolationError as exc:
                 raise ImportClash(None) from exc
-            if linked is None:
-                return None
-            tokens = 0
-            for chunk in chunks:
-                records = []
-                for m in chunk:
-                    new = m.message
-                    tool_calls, metadata, raw = new.json_columns()
-                    tokens += new.token_count or 0
-                    records.append(
-                        (
-                            m.id,
-                            c.id,
-                            c.user,
-                            m.seq,
-                            new.role,
-                            new.content,
-                            tool_calls,
-                            new.tool_call_id,
-                            metadata,
-                            new.idempotency_key,
-                            m.created_at,
-                            new.token_count,
-                            raw,
-                        )
-                    )
-                try:
-                    await conn.copy_records_to_table(
-                        "messages", records=records, columns=_IMPORTED_COLUMNS, timeout=timeout
-                    )
-                except asyncpg.UniqueViolationError as exc:
-                    raise ImportClash(chunk) from exc
-            await conn.execute(_IMPORTED_TOKENS, c.id, tokens, timeout=timeout)
-            return bool(linked)
+            written = {row[0]: bool(row[1]) for row in rows}
+            await copy(conn, [m for c in group if c.record.id in written for m in c.messages])
+            last = group[-1].record
+            if more is not None and last.id in written:
+                tokens = 0
+                for chunk in more:
+                    await copy(conn, chunk)
+                    tokens += sum(m.message.token_count or 0 for m in chunk)
+                await conn.execute(_IMPORTED_TOKENS, last.id, tokens, timeout=timeout)
+            return written
 
         return await self._transaction(work)
 

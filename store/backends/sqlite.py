@@ -23,7 +23,7 @@ from uuid import UUID
 
 import aiosqlite
 
-from store._import import ConversationRecord, ImportedMessage
+from store._import import ImportClash, ImportedConversation, ImportedMessage
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
@@ -37,7 +37,6 @@ from store._search import Terms
 from store.backends.base import (
     ContextWindow,
     Duplicate,
-    ImportClash,
     Position,
     QuotaReached,
     SearchPosition,
@@ -206,7 +205,7 @@ INSERT INTO conversations
     (id, user_id, title, metadata, key, created_at, updated_at, message_count, last_seq,
      summary, summary_up_to_seq, summary_token_count, token_total, forked_from_id,
      forked_from_seq)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, 0, ?12, ?13)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
 ON CONFLICT (id) DO NOTHING
 RETURNING 1
 """
@@ -214,7 +213,7 @@ _IMPORT_MESSAGE = (
     f"INSERT INTO messages ({MESSAGE_COLUMNS}, user_id, idempotency_key) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
 )
-_IMPORTED_TOKENS = "UPDATE conversations SET token_total = ?2 WHERE id = ?1"
+_IMPORTED_TOKENS = "UPDATE conversations SET token_total = token_total + ?2 WHERE id = ?1"
 _LINK_FORK = (
     "UPDATE conversations SET forked_from_id = ?2 WHERE id = ?1 AND forked_from_id IS NULL "
     "AND EXISTS (SELECT 1 FROM conversations p WHERE p.id = ?2 "
@@ -327,6 +326,27 @@ async def _exec(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
 
 async def _rows(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     return list(await conn.execute_fetchall(sql, params))
+
+
+def _imported_row(imported: ImportedMessage) -> tuple[Any, ...]:
+    """An imported message as its row (``_IMPORT_MESSAGE``)."""
+    m = imported.message
+    tool_calls, metadata, raw = m.json_columns()
+    return (
+        str(m.id),
+        str(m.conversation_id),
+        m.seq,
+        m.role,
+        m.content,
+        tool_calls,
+        m.tool_call_id,
+        metadata,
+        _ts(m.created_at),
+        m.token_count,
+        raw,
+        imported.user,
+        m.idempotency_key,
+    )
 
 
 class SqliteBackend:
@@ -794,72 +814,60 @@ class SqliteBackend:
         rows = await self._fetch(_EXPORT_MESSAGES, str(conversation_id), after_seq, limit)
         return [(_message(row[:-1]), row[-1]) for row in rows]
 
-    async def import_conversation(
+    async def import_conversations(
         self,
+        group: list[ImportedConversation],
         *,
-        conversation: ConversationRecord,
-        summary_tokens: int | None,
-        chunks: Iterator[list[ImportedMessage]],
-    ) -> bool | None:
-        c, cid = conversation, str(conversation.id)
-        parent = c.forked_from
-
-        async def work(conn: aiosqlite.Connection) -> bool | None:
-            await _exec(conn, _NEW_USER, (c.user, _ts(datetime.now(UTC))))
-            found = parent is not None and bool(
-                await _rows(conn, _CONVERSATION_EXISTS, (str(parent.conversation_id), c.user))
-            )
-            fields = (
-                cid,
-                c.user,
-                c.title,
-                dump_json(c.metadata),
-                c.key,
-                _ts(c.created_at),
-                _ts(c.updated_at),
-                c.message_count,
-                c.summary,
-                c.summary_up_to_seq,
-                summary_tokens,
-                str(parent.conversation_id) if found and parent is not None else None,
-                None if parent is None else parent.seq,
-            )
+        more: Iterator[list[ImportedMessage]] | None = None,
+    ) -> dict[UUID, bool]:
+        async def insert(conn: aiosqlite.Connection, chunk: list[ImportedMessage]) -> None:
             try:
-                inserted = await _rows(conn, _IMPORT_CONVERSATION, fields)
+                await conn.executemany(_IMPORT_MESSAGE, [_imported_row(m) for m in chunk])
             except sqlite3.IntegrityError as exc:
-                raise ImportClash(None) from exc
-            if not inserted:
-                return None
-            tokens = 0
-            for chunk in chunks:
-                rows = []
-                for m in chunk:
-                    new = m.message
-                    tool_calls, metadata, raw = new.json_columns()
-                    tokens += new.token_count or 0
-                    rows.append(
-                        (
-                            str(m.id),
-                            cid,
-                            m.seq,
-                            new.role,
-                            new.content,
-                            tool_calls,
-                            new.tool_call_id,
-                            metadata,
-                            _ts(m.created_at),
-                            new.token_count,
-                            raw,
-                            c.user,
-                            new.idempotency_key,
-                        )
-                    )
+                raise ImportClash(chunk) from exc
+
+        async def work(conn: aiosqlite.Connection) -> dict[UUID, bool]:
+            now = _ts(datetime.now(UTC))
+            await conn.executemany(
+                _NEW_USER, [(user, now) for user in {c.record.user for c in group}]
+            )
+            written: dict[UUID, bool] = {}
+            for c in group:
+                r, parent = c.record, c.record.forked_from
+                found = parent is not None and bool(
+                    await _rows(conn, _CONVERSATION_EXISTS, (str(parent.conversation_id), r.user))
+                )
+                fields = (
+                    str(r.id),
+                    r.user,
+                    r.title,
+                    dump_json(r.metadata),
+                    r.key,
+                    _ts(r.created_at),
+                    _ts(r.updated_at),
+                    r.message_count,
+                    r.summary,
+                    r.summary_up_to_seq,
+                    c.summary_tokens,
+                    c.tokens,
+                    str(parent.conversation_id) if found and parent is not None else None,
+                    None if parent is None else parent.seq,
+                )
                 try:
-                    await conn.executemany(_IMPORT_MESSAGE, rows)
+                    inserted = await _rows(conn, _IMPORT_CONVERSATION, fields)
                 except sqlite3.IntegrityError as exc:
-                    raise ImportClash(chunk) from exc
-            await _exec(conn, _IMPORTED_TOKENS, (cid, tokens))
-            return found
+                    raise ImportClash(None) from exc
+                if inserted:
+                    written[r.id] = found
+                    await insert(conn, c.messages)
+            last = group[-1].record
+            if more is not None and last.id in written:
+                tokens = 0
+                for chunk in more:
+                    await insert(conn, chunk)
+                    tokens += sum(m.message.token_count or 0 for m in chunk)
+                await _exec(conn, _IMPORTED_TOKENS, (str(last.id), tokens))
+            return written
 
         return await self._transaction(work)
 

@@ -256,6 +256,28 @@ async def test_clashes_with_what_is_stored_are_named(
         await store.get_conversation(user=user, conversation_id=record["id"])
 
 
+async def test_a_clash_inside_a_group_keeps_the_conversations_before_it(
+    store: ConversationStore, user: str, tmp_path: Path
+) -> None:
+    async with _empty("sqlite", tmp_path) as source:
+        made = [await source.create_conversation(user=user, key=f"k{n}") for n in range(3)]
+        for conversation in made:
+            await source.append_message(
+                user=user, conversation_id=conversation.id, role="user", content="hello"
+            )
+        lines = await _lines(source)
+    starts = _conversation_lines(lines)
+    middle = json.loads(lines[starts[1] - 1])
+    mine = await store.create_conversation(user=user, key=middle["key"])
+    # The three are small: held and written together, until the clash sends them one by one.
+    with pytest.raises(BadImportLine) as caught:
+        await store.import_lines(_file(lines))
+    assert caught.value.line == starts[1] and "key:" in str(caught.value)
+    first = json.loads(lines[starts[0] - 1])["id"]
+    stored = {c.id for c in (await store.list_conversations(user=user)).conversations}
+    assert stored == {mine.id, uuid.UUID(first)}
+
+
 async def test_forks_are_linked_to_a_parent_that_comes_later_or_in_a_later_run(
     store: ConversationStore, user: str, tmp_path: Path
 ) -> None:
