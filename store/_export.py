@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from store.schemas import Conversation, Message, rfc3339
 
 __all__ = ["FORMAT", "VERSION", "conversation_record", "header", "line", "message_record"]
@@ -32,12 +34,35 @@ def conversation_record(user: str, conversation: Conversation) -> dict[str, Any]
 
 
 def message_record(message: Message, idempotency_key: str | None) -> dict[str, Any]:
-    record = message.model_dump(mode="json")
-    record.update(type="message", idempotency_key=idempotency_key)
-    record["created_at"] = rfc3339(message.created_at)
-    return record
+    # Built field by field: model_dump took a third of an export's time (bench W13).
+    m = message
+    return {
+        "content": m.content,
+        "conversation_id": str(m.conversation_id),
+        "created_at": rfc3339(m.created_at),
+        "id": str(m.id),
+        "idempotency_key": idempotency_key,
+        "metadata": m.metadata,
+        "raw": m.raw,
+        "role": m.role,
+        "seq": m.seq,
+        "token_count": m.token_count,
+        "tool_call_id": m.tool_call_id,
+        "tool_calls": m.tool_calls,
+        "type": "message",
+    }
+
+
+_FALLBACK = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def line(record: dict[str, Any]) -> str:
-    """One record as its line (without the newline)."""
-    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """One record as its line (without the newline): compact UTF-8 JSON, keys sorted.
+
+    orjson writes it (~0.4 µs for a message against ~9 µs for the json module: bench W13);
+    a record holding an integer beyond 64 bits, which orjson refuses, is written by the json
+    module instead. Either way the same record always gives the same line."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return _FALLBACK.encode(record)

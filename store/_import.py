@@ -23,8 +23,9 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
 
+from store import contract
 from store._export import FORMAT, VERSION
-from store.contract import IMPORT_CHUNK, MAX_SEQ_CURSOR, Limits
+from store.contract import MAX_SEQ_CURSOR, Limits
 from store.errors import BadImportLine, InvalidArgument
 from store.schemas import (
     Imported,
@@ -254,7 +255,7 @@ class Records:
             seq += 1
             chunk.append(imported)
             size += _size(imported.message)
-            if len(chunk) >= IMPORT_CHUNK or size >= _CHUNK_BYTES:
+            if len(chunk) >= contract.IMPORT_CHUNK or size >= _CHUNK_BYTES:
                 yield chunk
                 chunk, size = [], 0
 
@@ -355,7 +356,7 @@ async def load(
                 await write([conversation], rest)
                 continue
             weight = sum(_size(m.message) for m in first)
-            if held + len(first) > IMPORT_CHUNK or size + weight > _CHUNK_BYTES:
+            if held + len(first) > contract.IMPORT_CHUNK or size + weight > _CHUNK_BYTES:
                 await flush()
             group.append(conversation)
             held, size = held + len(first), size + weight
@@ -371,6 +372,8 @@ async def load(
 def _counted(
     imported: ImportedMessage, counted: Callable[[MessageRecord], MessageRecord]
 ) -> ImportedMessage:
+    if imported.message.token_count is not None:  # as exported: kept
+        return imported
     return replace(imported, message=counted(imported.message))
 
 

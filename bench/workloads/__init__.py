@@ -23,8 +23,9 @@ from bench.workloads.w9_batch import WORKLOAD as W9
 from bench.workloads.w10_search_fork import WORKLOAD as W10
 from bench.workloads.w11_agents_sessions import WORKLOAD as W11
 from bench.workloads.w12_prune import WORKLOAD as W12
+from bench.workloads.w13_export_import import WORKLOAD as W13
 
 __all__ = ["WORKLOADS", "Workload"]
 
 #: Every workload, in the order a pass runs them.
-WORKLOADS: tuple[Workload, ...] = (W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W11, W12)
+WORKLOADS: tuple[Workload, ...] = (W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W11, W12, W13)

@@ -17,14 +17,21 @@ from typing import Any
 
 import pytest
 
-from store import BadImportLine, ConversationStore, Settings, migrate
+from store import BadImportLine, ConversationStore, Settings, contract, migrate
 from store._export import line
-from store.contract import IMPORT_CHUNK
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.mcp_server.helpers import run_command, run_main
 from tests.rawdb import RawDB
 from tests.store.test_export import _everything
 from tests.support import CHATSTORE, REPO_ROOT, server_env
+
+#: The chunk size these tests import with: small, so that several chunks stay quick to build.
+IMPORT_CHUNK = 100
+
+
+@pytest.fixture(autouse=True)
+def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contract, "IMPORT_CHUNK", IMPORT_CHUNK)
 
 
 async def _lines(store: ConversationStore, **scope: Any) -> list[str]:
@@ -65,7 +72,7 @@ async def _rich(store: ConversationStore) -> None:
         conversation_id=odd.id,
         role="user",
         content='line\r\nbreaks, "quotes" and \\ back\u2028slashes',
-        raw={"z": 1, "a": [{"nested": "kept"}]},
+        raw={"z": 1, "a": [{"nested": "kept"}], "big": 2**70, "small": 1.5e-7},
     )
 
 
@@ -311,11 +318,13 @@ async def test_a_conversation_spanning_chunks_is_all_or_nothing(
 ) -> None:
     async with _empty("sqlite", tmp_path) as source:
         long = await source.create_conversation(user=user)
-        for start in range(0, 3 * IMPORT_CHUNK, 500):
+        for start in range(0, 3 * IMPORT_CHUNK, IMPORT_CHUNK):
             await source.append_messages(
                 user=user,
                 conversation_id=long.id,
-                messages=[{"role": "user", "content": f"m{n}"} for n in range(start, start + 500)],
+                messages=[
+                    {"role": "user", "content": f"m{n}"} for n in range(start, start + IMPORT_CHUNK)
+                ],
             )
         lines = await _lines(source)
     cut = lines[: 2 * IMPORT_CHUNK + 50]  # two chunks written, then the file ends short
@@ -404,13 +413,13 @@ async def test_a_reimport_after_kill_9_adds_only_what_is_missing(
             # Killed once some conversations are in (and the next one is being written).
             for _ in range(3000):
                 rows = await raw.fetch("SELECT count(*) FROM conversations")
-                if rows[0][0] >= 40:
+                if rows[0][0] >= 1:
                     break
                 await asyncio.sleep(0.01)
             process.send_signal(signal.SIGKILL)
             await process.wait()
             (count,) = (await raw.fetch("SELECT count(*) FROM conversations"))[0]
-            assert 40 <= count < 300, "the import was not killed halfway"
+            assert 1 <= count < 300, "the import was not killed halfway"
             # Whole conversations only: each one's messages match its count.
             partial = await raw.fetch(
                 "SELECT count(*) FROM conversations c WHERE c.message_count <> "
