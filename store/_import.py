@@ -13,12 +13,15 @@ its one transaction, and memory holds a chunk, not the conversation.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from uuid import UUID
 
 from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
@@ -287,6 +290,122 @@ def _size(message: NewMessage) -> int:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Whole conversations, to be written in one transaction."""
+
+    conversations: list[ImportedConversation]
+
+
+@dataclass(frozen=True, slots=True)
+class _Long:
+    """A long conversation with its first chunk; its other chunks follow, then ``_END``."""
+
+    conversation: ImportedConversation
+
+
+_END = object()  # the end of a long conversation's chunks
+_DONE = object()  # the end of the file
+
+
+def _read_all(
+    records: Records,
+    counted: Callable[[MessageRecord], MessageRecord],
+    count: Callable[[str], int],
+    put: Callable[[object], None],
+) -> None:
+    """Every record of the file, validated, handed to ``put`` in file order: groups of short
+    conversations, and each long one as ``_Long``, its chunks and ``_END``. A bad line is
+    handed over too, after what was held before its conversation."""
+    group: list[ImportedConversation] = []
+    held = size = 0
+    try:
+        while (found := records.conversation()) is not None:
+            at, record = found
+            chunks = records.messages(at, record)
+            first = [_counted(m, counted) for m in next(chunks, [])]
+            second = next(chunks, None)
+            summary = None if record.summary is None else count(record.summary)
+            conversation = ImportedConversation(record, at, summary, first)
+            weight = sum(_size(m.message) for m in first)
+            full = held + len(first) > contract.IMPORT_CHUNK or size + weight > _CHUNK_BYTES
+            if group and (second is not None or full):
+                put(_Group(group))
+                group, held, size = [], 0, 0
+            if second is None:
+                group.append(conversation)
+                held, size = held + len(first), size + weight
+                continue
+            put(_Long(conversation))  # a transaction of its own, a chunk at a time
+            for chunk in chain([second], chunks):
+                put([_counted(m, counted) for m in chunk])
+            put(_END)
+    except BadImportLine as exc:
+        if group:
+            put(_Group(group))
+        put(exc)
+        return
+    if group:
+        put(_Group(group))
+    put(_DONE)
+
+
+class _Stopped(Exception):
+    """The writer has stopped: the reader stops too."""
+
+
+class _Pipe:
+    """The reader (``_read_all``) in a thread of its own, the writer on the event loop, at
+    most ``_AHEAD`` items apart: the file is parsed and validated while the database writes
+    what came before (bench W13: they take comparable time), in memory that stays bounded."""
+
+    _AHEAD = 2
+
+    def __init__(self, read: Callable[[Callable[[object], None]], None]) -> None:
+        self._read = read
+        self._loop = asyncio.get_running_loop()
+        self._items: asyncio.Queue[object] = asyncio.Queue()
+        self._room = threading.Semaphore(self._AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chatstore-import", daemon=True)
+
+    async def __aenter__(self) -> _Pipe:
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        try:
+            self._read(self._put)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # an unreadable file, say: the writer raises it
+            with suppress(_Stopped):
+                self._put(exc)
+
+    def _put(self, item: object) -> None:
+        while not self._room.acquire(timeout=0.1) or self._stop.is_set():
+            if self._stop.is_set():
+                raise _Stopped
+        self._loop.call_soon_threadsafe(self._items.put_nowait, item)
+
+    async def get(self) -> object:
+        """The next item; a bad line (or the reader's failure) is raised here."""
+        item = await self._items.get()
+        self._room.release()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def chunks(self) -> AsyncIterator[list[ImportedMessage]]:
+        """The chunks of the long conversation being written, up to its ``_END``."""
+        while (item := await self.get()) is not _END:
+            yield cast(list[ImportedMessage], item)
+
+
 async def load(
     db: Backend,
     guard: Guard,
@@ -297,25 +416,16 @@ async def load(
     progress: Callable[[Imported], None] | None,
 ) -> Imported:
     """``ConversationStore.import_lines``: ``records`` written to ``db``. Conversations of up
-    to a chunk are held and written several to a transaction (``IMPORT_CHUNK`` messages at
-    most); a longer one is written in a transaction of its own, a chunk at a time. When a line
-    is bad, what was held before its conversation is written first. ``counted``: a message
-    with its token_count; ``count``: a summary's tokens."""
+    to a chunk are written several to a transaction (``IMPORT_CHUNK`` messages at most); a
+    longer one in a transaction of its own, a chunk at a time. When a line is bad, what came
+    before its conversation is written first. ``counted``: a message with its token_count;
+    ``count``: a summary's tokens."""
     counts = dict.fromkeys(Imported.model_fields, 0)
     waiting: list[tuple[UUID, UUID]] = []  # (fork, parent): linked at the end
-    group: list[ImportedConversation] = []  # held, to be written together
-    held = size = 0
-
-    async def flush() -> None:
-        nonlocal group, held, size
-        batch, group, held, size = group, [], 0, 0
-        await write(batch)
 
     async def write(
-        batch: list[ImportedConversation], more: Iterator[list[ImportedMessage]] | None = None
+        batch: list[ImportedConversation], more: AsyncIterator[list[ImportedMessage]] | None
     ) -> None:
-        if not batch:
-            return
         # Not retried (the lines read are gone); bounded per statement, not as a whole.
         op = partial(db.import_conversations, batch, more=more)
         try:
@@ -324,7 +434,7 @@ async def load(
             if len(batch) == 1:
                 raise await _named(db, guard, batch[0], clash) from None
             for one in batch:  # each alone, to name the one that clashes
-                await write([one])
+                await write([one], None)
             return
         for c in batch:
             r = c.record
@@ -337,34 +447,21 @@ async def load(
             if r.forked_from is not None and not written.get(r.id):
                 waiting.append((r.id, r.forked_from.conversation_id))
         if more is not None:
-            for _ in more:  # a long conversation that was skipped: its lines still checked
+            async for _ in more:  # a long conversation that was skipped: its lines still checked
                 pass
         if progress is not None:
             progress(Imported(**counts))
 
-    try:
-        while (found := records.conversation()) is not None:
-            at, record = found
-            chunks = records.messages(at, record)
-            first = [_counted(m, counted) for m in next(chunks, [])]
-            second = next(chunks, None)
-            summary = None if record.summary is None else count(record.summary)
-            conversation = ImportedConversation(record, at, summary, first)
-            if second is not None:  # a long one: a transaction of its own
-                await flush()
-                rest = ([_counted(m, counted) for m in chunk] for chunk in chain([second], chunks))
-                await write([conversation], rest)
-                continue
-            weight = sum(_size(m.message) for m in first)
-            if held + len(first) > contract.IMPORT_CHUNK or size + weight > _CHUNK_BYTES:
-                await flush()
-            group.append(conversation)
-            held, size = held + len(first), size + weight
-        await flush()
-    except BadImportLine:
-        await flush()  # the conversations held before the bad line's
-        counts["forks_linked"] = await _link(db, guard, waiting)
-        raise
+    async with _Pipe(partial(_read_all, records, counted, count)) as pipe:
+        try:
+            while (item := await pipe.get()) is not _DONE:
+                if isinstance(item, _Group):
+                    await write(item.conversations, None)
+                else:
+                    await write([cast(_Long, item).conversation], pipe.chunks())
+        except BadImportLine:
+            counts["forks_linked"] = await _link(db, guard, waiting)
+            raise
     counts["forks_linked"] = await _link(db, guard, waiting)
     return Imported(**counts)
 

@@ -21,6 +21,7 @@ answering is decided in one place, ``store/_guard.py``: there a driver error bec
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -504,6 +505,13 @@ class ConversationStore:
         one = None if conversation_id is None else parse_id(conversation_id)
         db = self._db()
         yield _export.header()
+
+        def fetch(cid: uuid.UUID, after_seq: int) -> asyncio.Future[list[tuple[Message, Any]]]:
+            op = partial(
+                db.export_messages, conversation_id=cid, after_seq=after_seq, limit=EXPORT_PAGE
+            )
+            return asyncio.ensure_future(self._guard.run(op))
+
         after: uuid.UUID | None = None
         found = False
         while True:
@@ -516,24 +524,31 @@ class ConversationStore:
                     limit=EXPORT_PAGE,
                 )
             )
-            for owner, conversation in page:
-                found = True
-                yield _export.conversation_record(owner, conversation)
-                seq = 0
-                while True:
-                    rows = await self._guard.run(
-                        partial(
-                            db.export_messages,
-                            conversation_id=conversation.id,
-                            after_seq=seq,
-                            limit=EXPORT_PAGE,
-                        )
-                    )
-                    for message, key in rows:
-                        yield _export.message_record(message, key)
-                    if len(rows) < EXPORT_PAGE:
-                        break
-                    seq = rows[-1][0].seq
+            # One page of messages is always read ahead: its query runs in the database
+            # while the page before it is turned into records (bench W13: 10,000
+            # conversations, most of them one page, each a round trip).
+            ahead = fetch(page[0][1].id, 0) if page else None
+            try:
+                for index, (owner, conversation) in enumerate(page):
+                    found = True
+                    yield _export.conversation_record(owner, conversation)
+                    while ahead is not None:
+                        rows = await ahead
+                        more = len(rows) == EXPORT_PAGE
+                        if more:
+                            ahead = fetch(conversation.id, rows[-1][0].seq)
+                        elif index + 1 < len(page):
+                            ahead = fetch(page[index + 1][1].id, 0)
+                        else:
+                            ahead = None
+                        await asyncio.sleep(0)  # the next query goes out now
+                        for message, key in rows:
+                            yield _export.message_record(message, key)
+                        if not more:
+                            break
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
             if len(page) < EXPORT_PAGE:
                 break
             after = page[-1][1].id

@@ -16,7 +16,7 @@ gapless under any number of concurrent appenders, in this process or others.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -210,7 +210,7 @@ class Backend(Protocol):
         self,
         group: list[ImportedConversation],
         *,
-        more: Iterator[list[ImportedMessage]] | None = None,
+        more: AsyncIterator[list[ImportedMessage]] | None = None,
     ) -> dict[UUID, bool]:
         """Write exported conversations in one transaction: their users' rows (on first
         use), each conversation with its recorded ids, counts and timestamps (forked_from set

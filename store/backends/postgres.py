@@ -16,7 +16,7 @@ import asyncio
 import collections
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -989,7 +989,7 @@ class PostgresBackend:
         self,
         group: list[ImportedConversation],
         *,
-        more: Iterator[list[ImportedMessage]] | None = None,
+        more: AsyncIterator[list[ImportedMessage]] | None = None,
     ) -> dict[UUID, bool]:
         timeout = self._settings.db_timeout
         columns: list[list[Any]] = [[] for _ in range(14)]
@@ -1038,7 +1038,7 @@ class PostgresBackend:
             last = group[-1].record
             if more is not None and last.id in written:
                 tokens = 0
-                for chunk in more:
+                async for chunk in more:
                     await copy(conn, chunk)
                     tokens += sum(m.message.token_count or 0 for m in chunk)
                 await conn.execute(_IMPORTED_TOKENS, last.id, tokens, timeout=timeout)

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -818,7 +818,7 @@ class SqliteBackend:
         self,
         group: list[ImportedConversation],
         *,
-        more: Iterator[list[ImportedMessage]] | None = None,
+        more: AsyncIterator[list[ImportedMessage]] | None = None,
     ) -> dict[UUID, bool]:
         async def insert(conn: aiosqlite.Connection, chunk: list[ImportedMessage]) -> None:
             try:
@@ -863,7 +863,7 @@ class SqliteBackend:
             last = group[-1].record
             if more is not None and last.id in written:
                 tokens = 0
-                for chunk in more:
+                async for chunk in more:
                     await insert(conn, chunk)
                     tokens += sum(m.message.token_count or 0 for m in chunk)
                 await _exec(conn, _IMPORTED_TOKENS, (str(last.id), tokens))
