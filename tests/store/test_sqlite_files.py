@@ -5,7 +5,9 @@ exists already keeps its mode), and an explicit URL creates no default data dire
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import sqlite3
 import stat
 import sys
@@ -24,29 +26,34 @@ from store.settings import Settings
 from store.store import ConversationStore
 from tests.support import REPO_ROOT
 
-#: A migration run in a child that SIGKILLs itself just before its K-th SQL statement (every
-#: statement SQLite runs, a script's one by one and FTS5's own included); K=0: never, and
-#: then it prints how many statements the migration ran, and which ones began the first
-#: migration's transaction and wrote its history row.
-_KILLED_AT = textwrap.dedent(
+#: Migrates new files in FOLDER, each in a forked child that SIGKILLs itself just before its
+#: K-th SQL statement (every statement SQLite runs: a script's one by one, FTS5's own too).
+#: A first child, never killed, counts the statements and notes which began the first
+#: migration's transaction and wrote its history row; the kill points are every statement of
+#: the first migration (a kill there once left tables without the row that says they exist)
+#: and KILLS more spread over the rest. Prints {point: the child's wait status} as JSON.
+_KILL_EACH = textwrap.dedent(
     """
-    import asyncio, os, signal, sqlite3, sys
+    import asyncio, json, os, signal, sqlite3, sys
     from store import migrate
     from store.settings import Settings
+    from store.tokens import tokenizer
 
-    url, kill_at = sys.argv[1], int(sys.argv[2])
-    count, first_begin, first_history_row = 0, 0, 0
+    tokenizer(Settings().tokenizer)  # loaded once, before the forks (the backfill counts)
+
+    folder, kills = sys.argv[1], int(sys.argv[2])
+    count, kill_at, marks = 0, 0, {}
     real_connect = sqlite3.connect
 
     def trace(statement):
-        global count, first_begin, first_history_row
+        global count
         count += 1
         if count == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-        if not first_begin and statement.startswith("BEGIN"):
-            first_begin = count
-        if not first_history_row and statement.startswith('INSERT INTO "aerich"'):
-            first_history_row = count
+        if statement.startswith("BEGIN"):
+            marks.setdefault("begin", count)
+        if statement.startswith('INSERT INTO "aerich"'):
+            marks.setdefault("history", count)
 
     def connect(*args, **kwargs):
         conn = real_connect(*args, **kwargs)
@@ -54,50 +61,54 @@ _KILLED_AT = textwrap.dedent(
         return conn
 
     sqlite3.connect = connect
-    asyncio.run(migrate.upgrade(Settings(database_url=url)))
-    print(count, first_begin, first_history_row)
+
+    def migrate_killed_at(point):
+        pid = os.fork()
+        if pid == 0:
+            global kill_at
+            kill_at = point
+            url = f"sqlite://{folder}/killed-at-{point}.sqlite3"
+            asyncio.run(migrate.upgrade(Settings(database_url=url)))
+            with open(f"{folder}/count.json", "w") as out:
+                json.dump({"total": count, **marks}, out)
+            os._exit(0)
+        return os.waitpid(pid, 0)[1]
+
+    assert migrate_killed_at(0) == 0
+    with open(f"{folder}/count.json") as counts:
+        counted = json.load(counts)
+    total, begin, history = counted["total"], counted["begin"], counted["history"]
+    spread = [history + 1 + i * (total - history - 1) // (kills - 1) for i in range(kills)]
+    points = sorted({*range(begin, history + 2), *spread})
+    print(json.dumps({"total": total, "killed": {p: migrate_killed_at(p) for p in points}}))
     """
 )
-KILLS = 6
-
-
-async def _migrate_killed_at(path: Path, kill_at: int) -> tuple[int, str]:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _KILLED_AT,
-        f"sqlite://{path}",
-        str(kill_at),
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(child.communicate(), 60)
-    assert child.returncode is not None
-    if child.returncode not in (0, -9):
-        raise AssertionError(err.decode(errors="replace"))
-    return child.returncode, out.decode()
+KILLS = 4
 
 
 @pytest.mark.slow
 async def test_a_first_migration_killed_at_any_statement_leaves_a_file_that_opens(
     tmp_path: Path,
 ) -> None:
-    code, out = await _migrate_killed_at(tmp_path / "count.sqlite3", 0)
-    assert code == 0
-    total, begin, history_row = map(int, out.split())
-    # Every statement of the first migration (a kill there once left tables without the
-    # history row that says they exist), and KILLS more spread over the rest.
-    spread = (history_row + 1 + i * (total - history_row - 1) // (KILLS - 1) for i in range(KILLS))
-    points = sorted({*range(begin, history_row + 2), *spread})
-    gate = asyncio.Semaphore(2)
-
-    async def kill_then_open(kill_at: int) -> str | None:
-        path = tmp_path / f"killed-at-{kill_at}.sqlite3"
-        async with gate:
-            code, _ = await _migrate_killed_at(path, kill_at)
-        assert code == -9, f"the migration ran fewer than {kill_at} statements"
+    driver = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _KILL_EACH,
+        str(tmp_path),
+        str(KILLS),
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(driver.communicate(), 120)
+    assert driver.returncode == 0, err.decode(errors="replace")
+    report = json.loads(out)
+    total, killed = report["total"], {int(p): status for p, status in report["killed"].items()}
+    assert set(killed.values()) == {signal.SIGKILL}, killed  # each died at its statement
+    bricked = []
+    for point in sorted(killed):
+        path = tmp_path / f"killed-at-{point}.sqlite3"
         settings = Settings(database_url=f"sqlite://{path}", data_dir=tmp_path / "data")
         try:
             async with ConversationStore(settings) as store:
@@ -106,14 +117,10 @@ async def test_a_first_migration_killed_at_any_statement_leaves_a_file_that_open
                     user="u", conversation_id=conversation.id, role="user", content="hi"
                 )
                 assert (await store.search_messages(user="u", query="hi")).results
+            assert await migrate.upgrade(settings) == []
         except Exception as exc:
-            return f"killed before statement {kill_at}/{total}: {exc}"
-        assert await migrate.upgrade(settings) == []
-        return None
-
-    outcomes = await asyncio.gather(*(kill_then_open(point) for point in points))
-    bricked = [outcome for outcome in outcomes if outcome]
-    assert not bricked, f"{len(bricked)} of {len(points)} kills:\n" + "\n".join(bricked)
+            bricked.append(f"killed before statement {point}/{total}: {exc}")
+    assert not bricked, f"{len(bricked)} of {len(killed)} kills:\n" + "\n".join(bricked)
 
 
 def test_statements_splits_where_sqlite_ends_a_statement() -> None:
