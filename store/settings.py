@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(default=10, ge=1)
     db_connect_timeout: float = Field(default=5.0, gt=0)
     db_timeout: float = Field(default=15.0, gt=0)
+    # asyncpg's prepared statements kept per connection (its default). 0 behind a pooler that
+    # hands one client's statements to different server connections: PgBouncer in
+    # transaction or statement mode before 1.21, or with max_prepared_statements = 0.
+    db_statement_cache_size: int = Field(default=100, ge=0)
 
     # Identity.
     user: str | None = Field(default=None, description="The stdio user; unset: OS login name.")

@@ -80,7 +80,12 @@ class RawDB:
     @classmethod
     async def connect(cls, settings: Settings) -> RawDB:
         if settings.dialect == "postgres":
-            return cls(await asyncpg.connect(settings.resolved_database_url, timeout=10), None)
+            conn = await asyncpg.connect(
+                settings.resolved_database_url,
+                timeout=10,
+                statement_cache_size=settings.db_statement_cache_size,
+            )
+            return cls(conn, None)
         lite = sqlite3.connect(settings.sqlite_path, isolation_level=None, timeout=30)
         # Off by default for every new sqlite3 connection: without it the ON DELETE CASCADE
         # in the DDL would not fire for this raw connection.

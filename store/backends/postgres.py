@@ -440,6 +440,7 @@ def _pool_options(settings: Settings) -> dict[str, Any]:
     options.setdefault("min_size", int(options.pop("minsize", settings.db_pool_min)))
     options.setdefault("max_size", int(options.pop("maxsize", settings.db_pool_max)))
     options.setdefault("timeout", settings.db_connect_timeout)
+    options.setdefault("statement_cache_size", settings.db_statement_cache_size)
     # No command_timeout: every store call already runs under one deadline
     # (CHATSTORE_DB_TIMEOUT, pool wait included), and a second timer per query measured ~10 µs
     # an append (bench W1).
@@ -556,6 +557,7 @@ class PostgresBackend:
     def tortoise_connection(cls, settings: Settings) -> dict[str, Any]:
         credentials = database_credentials(settings.resolved_database_url)
         credentials.setdefault("timeout", settings.db_connect_timeout)
+        credentials.setdefault("statement_cache_size", settings.db_statement_cache_size)
         credentials.setdefault("server_settings", {}).setdefault("application_name", "chatstore")
         return {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
 
@@ -622,6 +624,11 @@ class PostgresBackend:
                 f"{at} did not answer within {self._settings.db_connect_timeout:g} s "
                 "(CHATSTORE_DB_CONNECT_TIMEOUT): check that it runs and is reachable from here"
             )
+        if isinstance(exc, asyncpg.ProtocolViolationError):
+            # What a pooler answers (PgBouncer: "unsupported startup parameter: search_path"
+            # for a URL's schema, "no more connections allowed (max_client_conn)", …).
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return f"{at} refused the connection ({reason}): check CHATSTORE_DATABASE_URL"
         if isinstance(
             exc, OSError | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError
         ):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -273,6 +274,47 @@ def _busy_timeout(settings: Settings) -> int:
     return int(settings.db_timeout * 1000)
 
 
+def _pragmas(settings: Settings) -> dict[str, Any]:
+    """What every connection to the file sets, as Tortoise sets it on the ones aerich migrates
+    through: the URL's query parameters over its defaults (WAL journal, journal_size_limit),
+    foreign keys on (the ON DELETE CASCADE in the DDL needs them) and the busy timeout."""
+    pragmas = database_credentials(settings.resolved_database_url)
+    del pragmas["file_path"]
+    defaults = {"journal_mode": "WAL", "journal_size_limit": 16384, "foreign_keys": "ON"}
+    return {**defaults, "busy_timeout": _busy_timeout(settings), **pragmas}
+
+
+def _private_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents 0700, whatever the umask. A folder that
+    exists already keeps its mode: it may be shared on purpose."""
+    missing: list[Path] = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            continue  # another process made it just now
+        os.chmod(path, 0o700)
+
+
+def _private_file(file: Path) -> None:
+    """Create an empty database file 0600, whatever the umask, before SQLite does (0644):
+    SQLite gives its -wal and -shm files the mode of the database. A database that exists
+    already keeps its mode, as the folder does."""
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def _ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(" ")
 
@@ -361,19 +403,29 @@ class SqliteBackend:
 
     @classmethod
     def prepare(cls, settings: Settings) -> None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         path = settings.sqlite_path
-        if path != ":memory:":
-            Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-            # The file opened once here, plainly: through Tortoise (aerich) a file that cannot
-            # be opened (a directory, no permission) never fails, the connection just hangs.
-            sqlite3.connect(path).close()
+        if path == ":memory:":
+            return
+        file = Path(path)
+        _private_folders(file.absolute().parent)
+        _private_file(file)
+        # Opened once here, plainly and as every later connection is: through Tortoise
+        # (aerich) a file that cannot be opened or read (a directory, no permission, a
+        # read-only folder, not a database) never fails, the migration just hangs.
+        conn = sqlite3.connect(path, timeout=settings.db_timeout, isolation_level=None)
+        try:
+            for pragma, value in _pragmas(settings).items():
+                conn.execute(f"PRAGMA {pragma}={value}")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
 
     @classmethod
     def tortoise_connection(cls, settings: Settings) -> dict[str, Any]:
         credentials = database_credentials(settings.resolved_database_url)
         credentials.setdefault("busy_timeout", _busy_timeout(settings))
-        return {"engine": "tortoise.backends.sqlite", "credentials": credentials}
+        # Tortoise's SQLite client, but a migration's script runs inside its transaction.
+        return {"engine": "store.backends._sqlite_migrations", "credentials": credentials}
 
     async def open(self) -> None:
         # Imported here: ``python -m store.migrate`` runs that module as __main__, and the
@@ -389,15 +441,9 @@ class SqliteBackend:
             applied = await migrate.upgrade(self._settings)
         if applied:
             log.info("migrated the SQLite database: applied %s", ", ".join(applied))
-        # The pragmas Tortoise sets on the connections aerich migrates through: the URL's
-        # query parameters, over its defaults (WAL journal, journal_size_limit), plus
-        # foreign keys on (the ON DELETE CASCADE in the DDL needs them) and the busy timeout.
-        pragmas = database_credentials(self._settings.resolved_database_url)
-        path = pragmas.pop("file_path")
-        pragmas = {"foreign_keys": "ON", "busy_timeout": _busy_timeout(self._settings), **pragmas}
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn = await aiosqlite.connect(self._settings.sqlite_path, isolation_level=None)
         try:
-            for pragma, value in pragmas.items():
+            for pragma, value in _pragmas(self._settings).items():
                 await _exec(conn, f"PRAGMA {pragma}={value}")
         except BaseException:
             await conn.close()
@@ -429,11 +475,24 @@ class SqliteBackend:
                 "folder path is a file, not a folder; fix the path in CHATSTORE_DATABASE_URL "
                 "(or CHATSTORE_DATA_DIR)"
             )
+        path = self._settings.sqlite_path
+        code = getattr(exc, "sqlite_errorname", "")
+        if code.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+            return (
+                f"cannot open the SQLite database {path} ({exc}): it is damaged or not a "
+                "database; restore it from a backup, or point CHATSTORE_DATABASE_URL elsewhere"
+            )
+        if code == "SQLITE_READONLY_DIRECTORY":
+            return (
+                f"cannot open the SQLite database {path}: its folder is read-only, and SQLite "
+                "keeps its -wal and -shm files beside it; make the folder writable for this "
+                "user, or point CHATSTORE_DATABASE_URL elsewhere"
+            )
         if isinstance(exc, sqlite3.Error | OSError):
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             return (
-                f"cannot open the SQLite database {self._settings.sqlite_path} ({reason}): check "
-                "the path in CHATSTORE_DATABASE_URL (or CHATSTORE_DATA_DIR) and its permissions"
+                f"cannot open the SQLite database {path} ({reason}): check the path in "
+                "CHATSTORE_DATABASE_URL (or CHATSTORE_DATA_DIR) and its permissions"
             )
         return None
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import asyncpg
 from mcp import Client
 
 from tests.leaks import clean
@@ -140,3 +141,36 @@ class Appender:
                 await asyncio.sleep(self.retry_pause)
             elif self.pause:
                 await asyncio.sleep(self.pause)
+
+
+async def wait_for_recovery(
+    ledger: Ledger, bound: float, prefixes: list[str], since: float
+) -> float:
+    """Seconds until every appender prefix has an acknowledged append started after
+    ``since``; fails past ``bound`` seconds."""
+    deadline = time.monotonic() + bound
+    while True:
+        if all(ledger.successes_after(prefix, since) for prefix in prefixes):
+            return time.monotonic() - since
+        assert time.monotonic() < deadline, (
+            f"no recovery within {bound}s after the fault: {ledger.codes()}"
+        )
+        await asyncio.sleep(0.05)
+
+
+async def acked_are_stored(url: str, ledger: Ledger) -> tuple[int, int]:
+    """(acknowledged so far, of them found in the PostgreSQL database at ``url``); each found
+    exactly once."""
+    acks = list(ledger.acks)
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        rows = await conn.fetch(
+            "SELECT id::text, seq, content FROM messages WHERE id = ANY($1::uuid[])",
+            [a.id for a in acks],
+        )
+    finally:
+        await conn.close()
+    stored = {r["id"]: (r["seq"], r["content"]) for r in rows}
+    for ack in acks:
+        assert stored.get(ack.id) == (ack.seq, ack.content), f"acknowledged {ack} is missing"
+    return len(acks), len(stored)

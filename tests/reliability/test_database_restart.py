@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 import httpx
 from mcp import Client
 from mcp.client.stdio import stdio_client
 
 from store.settings import Settings
 from tests.rawdb import RawDB
-from tests.reliability.load import Appender, Ledger
+from tests.reliability.load import Appender, Ledger, acked_are_stored, wait_for_recovery
 from tests.reliability.pg import PrivatePostgres
 from tests.support import http_client, http_server, mint_token, server_env, stdio_params
 
@@ -41,35 +40,6 @@ CONNECT_TIMEOUT = 1.0
 CALL_BOUND = 2 * DB_TIMEOUT + 4
 #: After PostgreSQL is back, each server must answer again within this many seconds.
 RECOVERY_BOUND = 15.0
-
-
-async def _wait_for_recovery(ledger: Ledger, prefixes: list[str], since: float) -> float:
-    """Seconds until every transport has an acknowledged append started after ``since``."""
-    deadline = time.monotonic() + RECOVERY_BOUND
-    while True:
-        if all(ledger.successes_after(prefix, since) for prefix in prefixes):
-            return time.monotonic() - since
-        assert time.monotonic() < deadline, (
-            f"no recovery within {RECOVERY_BOUND}s after the fault: {ledger.codes()}"
-        )
-        await asyncio.sleep(0.05)
-
-
-async def _acked_are_stored(url: str, ledger: Ledger) -> tuple[int, int]:
-    """(acknowledged so far, of them found in the database); each found exactly once."""
-    acks = list(ledger.acks)
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        rows = await conn.fetch(
-            "SELECT id::text, seq, content FROM messages WHERE id = ANY($1::uuid[])",
-            [a.id for a in acks],
-        )
-    finally:
-        await conn.close()
-    stored = {r["id"]: (r["seq"], r["content"]) for r in rows}
-    for ack in acks:
-        assert stored.get(ack.id) == (ack.seq, ack.content), f"acknowledged {ack} is missing"
-    return len(acks), len(stored)
 
 
 async def _terminate_backends(pg: PrivatePostgres, database: str) -> int:
@@ -172,8 +142,10 @@ async def test_restart_crash_and_killed_backends_under_load(
                     assert {c.code for c in during} == {"unavailable"}, Counter(
                         c.code for c in during
                     )
-                    recovery = await _wait_for_recovery(ledger, ["http", "stdio"], up_at)
-                    acked, found = await _acked_are_stored(fault_url, ledger)
+                    recovery = await wait_for_recovery(
+                        ledger, RECOVERY_BOUND, ["http", "stdio"], up_at
+                    )
+                    acked, found = await acked_are_stored(fault_url, ledger)
                     figures[label] = {
                         "calls_failed_while_down": len(during),
                         "slowest_failure_s": round(max(c.duration for c in during), 3),
@@ -189,8 +161,8 @@ async def test_restart_crash_and_killed_backends_under_load(
                     killed += await _terminate_backends(private_pg, database)
                     await asyncio.sleep(0.4)
                 since = time.monotonic()
-                await _wait_for_recovery(ledger, ["http", "stdio"], since)
-                acked, found = await _acked_are_stored(fault_url, ledger)
+                await wait_for_recovery(ledger, RECOVERY_BOUND, ["http", "stdio"], since)
+                acked, found = await acked_are_stored(fault_url, ledger)
                 figures["terminate"] = {
                     "backends_killed": killed,
                     "acknowledged": acked,

@@ -26,6 +26,7 @@ def turn(n: int) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.pgbouncer
 async def test_a_batch_gets_consecutive_seqs_and_one_time(
     store: ConversationStore, raw: RawDB, user: str
 ) -> None:
@@ -110,6 +111,7 @@ async def test_an_oversize_batch_is_refused(settings: Settings, raw: RawDB, user
         assert len(stored) == 3
 
 
+@pytest.mark.pgbouncer
 async def test_replays_and_partial_replays(store: ConversationStore, raw: RawDB, user: str) -> None:
     conversation = await store.create_conversation(user=user)
     cid = conversation.id
@@ -165,6 +167,7 @@ async def test_another_users_conversation_and_empty_batches(
     assert await snapshot(store, raw, user, conversation.id) == before
 
 
+@pytest.mark.pgbouncer
 async def test_concurrent_batches_and_single_appends_stay_gapless(
     store: ConversationStore, raw: RawDB, user: str
 ) -> None:
@@ -202,6 +205,7 @@ async def test_concurrent_batches_and_single_appends_stay_gapless(
     assert await raw.violations([user]) == []
 
 
+@pytest.mark.pgbouncer
 async def test_a_cancelled_batch_stores_all_or_nothing(
     store: ConversationStore, raw: RawDB, user: str
 ) -> None:

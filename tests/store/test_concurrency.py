@@ -11,6 +11,8 @@ import asyncio
 import uuid
 from collections import Counter
 
+import pytest
+
 from store.errors import NotFound
 from store.schemas import Message
 from store.settings import Settings
@@ -83,6 +85,7 @@ async def test_concurrent_appenders_on_one_store(
     await _check_gapless(store, raw, user, conversation.id, list(results), per_writer)
 
 
+@pytest.mark.pgbouncer
 async def test_concurrent_appenders_on_separate_stores(
     store: ConversationStore, settings: Settings, raw: RawDB, user: str
 ) -> None:
@@ -112,6 +115,7 @@ async def test_concurrent_appenders_across_conversations(
         await _check_gapless(store, raw, user, conversation.id, batches, per_writer)
 
 
+@pytest.mark.pgbouncer
 async def test_concurrent_first_conversations_of_a_new_user(
     store: ConversationStore, settings: Settings, raw: RawDB, user: str
 ) -> None:
@@ -201,6 +205,7 @@ async def test_purge_while_appending_counts_exactly_what_it_removed(
     assert await raw.seqs_in(bystander.id) == list(range(1, 21))
 
 
+@pytest.mark.pgbouncer
 async def test_a_create_racing_an_operators_delete_of_the_user(
     store: ConversationStore, raw: RawDB, user: str
 ) -> None:

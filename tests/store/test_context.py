@@ -206,6 +206,7 @@ async def test_a_walk_that_stops_short_reads_on(
         check(context, expected_context(messages, max_tokens=299))
 
 
+@pytest.mark.pgbouncer
 async def test_a_summary_comes_first_and_counts(store: ConversationStore, user: str) -> None:
     messages = parse("S10 U10 A10 U10 A10 U10 A10")
     cid = await build(store, user, messages)

@@ -103,6 +103,7 @@ async def test_get_returns_what_create_returned(store: ConversationStore, user: 
     assert by_string.id == created.id
 
 
+@pytest.mark.pgbouncer
 async def test_get_with_recent_messages(store: ConversationStore, user: str) -> None:
     conversation = await conversation_with(store, user, 5)
 
@@ -195,6 +196,7 @@ async def test_cursor_paging_visits_each_conversation_once(
     assert len(result) == expected_pages
 
 
+@pytest.mark.pgbouncer
 async def test_cursor_paging_follows_appends_that_reorder(
     store: ConversationStore, user: str
 ) -> None:
@@ -356,6 +358,7 @@ async def test_another_users_cursor_is_invalid(
 # -- delete ------------------------------------------------------------------------------
 
 
+@pytest.mark.pgbouncer
 async def test_delete_removes_the_conversation_and_its_messages(
     store: ConversationStore, user: str, raw: RawDB
 ) -> None:
@@ -393,6 +396,7 @@ async def test_second_delete_is_not_found(store: ConversationStore, user: str) -
 # -- purge_user --------------------------------------------------------------------------
 
 
+@pytest.mark.pgbouncer
 async def test_purge_user_deletes_everything_of_that_user_only(
     store: ConversationStore, user: str, other_user: str, raw: RawDB
 ) -> None:

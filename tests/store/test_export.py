@@ -56,6 +56,7 @@ async def _everything(store: ConversationStore, user: str) -> Any:
     return trip, fork, long
 
 
+@pytest.mark.pgbouncer
 async def test_export_writes_every_field_in_order(
     store: ConversationStore, user: str, other_user: str
 ) -> None:

@@ -48,6 +48,7 @@ def copied(message: Message) -> dict[str, Any]:
     return message.model_dump(exclude={"id", "conversation_id"})
 
 
+@pytest.mark.pgbouncer
 async def test_a_fork_holds_exact_copies_of_the_prefix(
     store: ConversationStore, raw: RawDB, user: str
 ) -> None:
@@ -203,6 +204,7 @@ async def test_another_users_conversation_is_not_found(
     assert await raw.conversations_of(other_user) == 1
 
 
+@pytest.mark.pgbouncer
 async def test_forks_made_while_the_parent_grows_are_consistent_prefixes(
     settings: Settings, user: str
 ) -> None:

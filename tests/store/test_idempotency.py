@@ -17,6 +17,7 @@ from tests.store.helpers import separate_stores, snapshot
 CALL: dict[str, Any] = {"id": "call_1", "name": "search", "arguments": {"q": "x", "n": 2}}
 
 
+@pytest.mark.pgbouncer
 async def test_a_replay_returns_the_first_message_and_stores_nothing(
     store: ConversationStore, raw: RawDB, user: str
 ) -> None:
@@ -316,6 +317,7 @@ async def test_concurrent_replays_on_one_store(
     await _race_different([store] * 8, user, raw)
 
 
+@pytest.mark.pgbouncer
 async def test_concurrent_replays_on_separate_connections(
     store: ConversationStore, settings: Settings, raw: RawDB, user: str
 ) -> None:

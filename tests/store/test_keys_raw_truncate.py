@@ -46,6 +46,7 @@ async def test_a_key_names_one_conversation_of_the_user(
     assert keyless[0].id != keyless[1].id and keyless[0].key is None
 
 
+@pytest.mark.pgbouncer
 async def test_concurrent_creates_with_one_key_make_one_conversation(
     settings: Settings, raw: RawDB, user: str
 ) -> None:
@@ -254,6 +255,7 @@ async def test_truncate_refuses_what_it_cannot_do(
     assert done.last_seq == 2
 
 
+@pytest.mark.pgbouncer
 async def test_truncate_beside_concurrent_appends_keeps_every_invariant(
     settings: Settings, raw: RawDB, user: str
 ) -> None:

@@ -18,6 +18,7 @@ from tests.support import MESSAGE_KEYS
 CALL: dict[str, Any] = {"id": "call_1", "name": "get_weather"}
 
 
+@pytest.mark.pgbouncer
 async def test_append_returns_the_contract_shape(store: ConversationStore, user: str) -> None:
     conversation = await store.create_conversation(user=user)
     before = datetime.now(UTC)
@@ -212,6 +213,7 @@ async def test_malformed_tool_calls_are_refused(
     )
 
 
+@pytest.mark.pgbouncer
 async def test_tool_calls_keep_every_other_key_exactly(store: ConversationStore, user: str) -> None:
     tool_calls: list[dict[str, Any]] = [
         {

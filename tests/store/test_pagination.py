@@ -94,6 +94,7 @@ async def test_windows_and_has_more(
     )
 
 
+@pytest.mark.pgbouncer
 @pytest.mark.parametrize("limit", [1, 3, 4, 10, 11])
 async def test_paging_backwards_visits_every_message_once(
     store: ConversationStore, user: str, limit: int
@@ -124,6 +125,7 @@ async def test_paging_forwards_visits_every_message_once(
     assert seen == list(range(1, TOTAL + 1))
 
 
+@pytest.mark.pgbouncer
 async def test_paging_forwards_picks_up_new_messages(store: ConversationStore, user: str) -> None:
     conversation = await conversation_with(store, user, 3)
     assert await _page(store, user, conversation.id, 5, after_seq=3) == ([], False)

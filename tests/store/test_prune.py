@@ -71,6 +71,7 @@ async def test_idle_conversations_go_with_their_messages(
             await store.prune(idle_days=bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.pgbouncer
 async def test_prune_racing_appenders_loses_nothing_that_is_kept(
     settings: Settings, raw: RawDB, user: str
 ) -> None:

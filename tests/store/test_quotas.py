@@ -21,6 +21,7 @@ def limited(settings: Settings) -> Settings:
     )
 
 
+@pytest.mark.pgbouncer
 async def test_concurrent_creates_at_the_limit_make_exactly_the_limit(
     limited: Settings, raw: RawDB, user: str
 ) -> None:
@@ -94,6 +95,7 @@ async def test_appends_stop_at_the_message_limit_and_nothing_is_half_written(
         assert await raw.violations([user]) == []
 
 
+@pytest.mark.pgbouncer
 async def test_concurrent_appenders_never_pass_the_message_limit(
     limited: Settings, raw: RawDB, user: str
 ) -> None:

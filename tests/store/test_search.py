@@ -46,6 +46,7 @@ async def seqs(store: ConversationStore, user: str, query: str, **filters: Any) 
     return sorted(hit.message.seq for hit in page.results)
 
 
+@pytest.mark.pgbouncer
 async def test_words_are_found_in_content_and_tool_call_arguments(
     store: ConversationStore, user: str
 ) -> None:
@@ -158,6 +159,7 @@ async def test_another_users_messages_are_never_found_or_ranked(
         assert len(page.results) <= len(TRIP)
 
 
+@pytest.mark.pgbouncer
 async def test_cursors_page_without_gaps_and_are_bound_to_user_and_query(
     store: ConversationStore, user: str, other_user: str
 ) -> None:

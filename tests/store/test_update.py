@@ -40,6 +40,7 @@ async def test_only_the_fields_given_change(store: ConversationStore, user: str)
         assert (after.message_count, after.last_seq) == (1, 1)
 
 
+@pytest.mark.pgbouncer
 async def test_set_and_remove_a_summary(store: ConversationStore, raw: RawDB, user: str) -> None:
     conversation = await conversation_with(store, user, 4)
     start = await store.get_conversation(user=user, conversation_id=conversation.id)
@@ -150,6 +151,7 @@ async def test_a_summary_may_not_end_on_calls_without_results(
     assert await snapshot(store, raw, user, cid) == before
 
 
+@pytest.mark.pgbouncer
 async def test_the_summary_check_waits_for_an_append_in_flight(
     store: ConversationStore, raw: RawDB, user: str
 ) -> None:
