@@ -8,6 +8,7 @@ RFC 3339 UTC timestamps with microseconds.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -215,19 +216,29 @@ def validate_batch(messages: Any, limits: Limits) -> list[NewMessage]:
     return news
 
 
+#: The string spellings of a UUID that ``parse_id`` accepts: 8-4-4-4-12 or 32 hex digits, in
+#: either case, optionally in braces or after ``urn:uuid:``; ASCII only. ``uuid.UUID`` alone
+#: reads more (``int(..., 16)`` takes any Unicode decimal digit, ``_``, a sign, spaces, and
+#: hyphens anywhere), so ``…4\u0661…`` would name the conversation ``…41…``: one id must have
+#: one family of spellings, the ones every client can compare.
+_UUID_SPELLING = re.compile(
+    r"(?-i:urn:uuid:)?(?P<brace>\{)?"
+    r"(?P<hex>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})"
+    r"(?(brace)\})",
+    re.IGNORECASE | re.ASCII,
+)
+
+
 def parse_id(value: Any, what: str = "conversation_id") -> UUID:
-    """A UUID given as a UUID or in any of its usual string spellings."""
+    """A UUID given as a UUID or in one of its usual ASCII string spellings."""
     if isinstance(value, UUID):
         return value
     if not isinstance(value, str):
         raise InvalidArgument(f"{what} must be a UUID string")
-    try:
-        check_text(value, what)
-        return UUID(value)
-    except ValueError:
-        raise InvalidArgument(
-            f"{what} must be a UUID string, like the ids this server returns"
-        ) from None
+    spelled = _UUID_SPELLING.fullmatch(value)
+    if spelled is None:
+        raise InvalidArgument(f"{what} must be a UUID string, like the ids this server returns")
+    return UUID(spelled["hex"])
 
 
 def check_user(user: str) -> str:
