@@ -126,7 +126,7 @@ def _transport_security(host: str, public_url: str | None) -> TransportSecurityS
 
 
 async def serve_http(settings: Settings, host: str, port: int, public_url: str | None) -> None:
-    JWTVerifier.from_settings(settings)  # refuse to start without a usable key
+    JWTVerifier.for_serving(settings)  # refuse to start without a usable key
     url = public_url or f"http://{host}:{port}/mcp"
     async with ConversationStore(settings) as store:
         server = create_server(settings, http=True, public_url=url, store=store)
@@ -230,7 +230,8 @@ _DATABASE_ENV = (
 )
 _SERVE_ENV = (
     "stdio: CHATSTORE_USER (the user served). HTTP: CHATSTORE_JWT_SECRET or "
-    "CHATSTORE_JWT_PUBLIC_KEY, CHATSTORE_JWT_ISSUER, CHATSTORE_JWT_AUDIENCE. Limits and quotas: "
+    "CHATSTORE_JWT_PUBLIC_KEY, CHATSTORE_JWT_ISSUER, CHATSTORE_JWT_AUDIENCE, "
+    "CHATSTORE_JWT_LEEWAY. Limits and quotas: "
     "CHATSTORE_MAX_* (see the README's Configuration)"
 )
 
