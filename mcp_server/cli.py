@@ -24,6 +24,7 @@ import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 
+from mcp_server._sdk import EnvelopeErrors
 from mcp_server._stdio import run_stdio
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
 from mcp_server.operations import AccessLog, JsonFormatter, add_probes
@@ -147,7 +148,7 @@ async def serve_http(settings: Settings, host: str, port: int, public_url: str |
                 prune_periodically(store, settings.retention_days, settings.retention_interval)
             )
         config = uvicorn.Config(
-            AccessLog(app),
+            AccessLog(EnvelopeErrors(app)),
             host=host,
             port=port,
             log_level=settings.log_level.lower(),

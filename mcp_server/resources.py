@@ -1,7 +1,8 @@
 """For people browsing history (Claude Desktop): conversations as resources, and a prompt.
 
-- ``resources/list`` is the user's most recently updated conversations (``ConversationList``,
-  a middleware: the SDK lists static resources only, and these are per user);
+- ``resources/list`` is the user's most recently updated conversations
+  (``ConversationResources``, a middleware: the SDK lists static resources only, and these are
+  per user);
 - ``chatstore://conversations/{conversation_id}`` reads one as a Markdown transcript;
 - the prompt ``resume_conversation`` returns what ``get_context`` gives for
   ``CHATSTORE_RESUME_TOKENS``, to carry on with.
@@ -10,11 +11,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import AssistantMessage, MCPServer, UserMessage
 from mcp.server.mcpserver.prompts.base import Message as PromptMessage
+from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, Resource
 from pydantic import BaseModel, Field
 
@@ -22,11 +25,11 @@ from mcp_server._sdk import protocol_errors
 from mcp_server.context import AppContext, ChatContext, acting_user, store_of, user_of
 from store import Context, Conversation, ConversationWithMessages, Message
 from store.contract import MAX_RECENT_MESSAGES
-from store.schemas import rfc3339, tool_call_name
+from store.schemas import parse_id, rfc3339, tool_call_name
 
 __all__ = [
     "RESOURCE_PREFIX",
-    "ConversationList",
+    "ConversationResources",
     "one_line",
     "register",
     "render_transcript",
@@ -45,20 +48,38 @@ TRANSCRIPT_MESSAGES = MAX_RECENT_MESSAGES
 RESOURCE_NOT_FOUND = -32002
 
 
+def _check_uri(uri: str) -> None:
+    if not uri.startswith(RESOURCE_PREFIX):
+        raise MCPError(
+            code=RESOURCE_NOT_FOUND,
+            message=f"not_found: no resource at that URI; conversations are {RESOURCE_TEMPLATE}",
+        )
+    with protocol_errors(RESOURCE_NOT_FOUND):
+        parse_id(uri.removeprefix(RESOURCE_PREFIX))
+
+
 def _count(n: int) -> str:
     return f"{n} message" if n == 1 else f"{n} messages"
 
 
-class ConversationList:
-    """Middleware answering ``resources/list`` with the user's own conversations.
+class ConversationResources:
+    """Middleware answering ``resources/list`` with the user's own conversations, and refusing
+    a ``resources/read`` of a URI that names no conversation.
 
     The SDK's handler shapes the (empty) static listing; the user's conversations are put in
-    its place, dumped as the SDK dumps resources.
+    its place, dumped as the SDK dumps resources. A URI outside ``chatstore://conversations/``
+    is ``not_found`` and one whose id is not a UUID ``invalid_argument``, as a tool's would be,
+    without quoting the URI (the SDK's "Unknown resource" answer echoed it twice, and logged
+    it).
     """
 
     async def __call__(
         self, ctx: ServerRequestContext[AppContext, Any], call_next: CallNext
     ) -> HandlerResult:
+        if ctx.method == "resources/read" and isinstance(ctx.params, Mapping):
+            uri = ctx.params.get("uri")
+            if isinstance(uri, str):  # else the SDK's params validation refuses it
+                _check_uri(uri)
         result = await call_next(ctx)
         if ctx.method != "resources/list":
             return result

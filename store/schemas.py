@@ -37,6 +37,8 @@ from store.contract import (
     MAX_CONTEXT_TOKENS,
     MAX_CONVERSATION_KEY_CHARS,
     MAX_CONVERSATION_PAGE,
+    MAX_ECHOED_CHARS,
+    MAX_ECHOED_NAMES,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_JSON_DEPTH,
     MAX_MESSAGE_PAGE,
@@ -153,11 +155,28 @@ def _limits(info: ValidationInfo) -> Limits:
 # Validation entry points: what the store (and the MCP layer) call.
 
 
+def echoed(value: object) -> str:
+    """A name a client sent, as an error quotes it: at most ``MAX_ECHOED_CHARS`` of it."""
+    text = str(value)
+    cut = text[:MAX_ECHOED_CHARS]
+    return repr(cut) + ("…" if len(cut) < len(text) else "")
+
+
+def echoed_names(names: list[str]) -> str:
+    """Client-sent names as an error lists them: the first ``MAX_ECHOED_NAMES``, each cut."""
+    shown = ", ".join(echoed(name) for name in names[:MAX_ECHOED_NAMES])
+    more = len(names) - MAX_ECHOED_NAMES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
 def describe_validation_error(exc: ValidationError) -> str:
-    """A ValidationError in words, without echoing the rejected values back."""
+    """A ValidationError in words, without echoing the rejected values back (nor more than a
+    short prefix of a key the client chose)."""
     parts = []
-    for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in error["loc"])
+    for error in exc.errors(include_url=False, include_input=False)[:MAX_ECHOED_NAMES]:
+        where = ".".join(
+            str(p) if len(str(p)) <= MAX_ECHOED_CHARS else echoed(p) for p in error["loc"]
+        )
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "is not a known argument"
