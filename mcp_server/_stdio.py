@@ -19,7 +19,7 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 
-from mcp_server._sdk import run_on_streams
+from mcp_server._sdk import OVERSIZE_LINE, run_on_streams
 
 __all__ = ["MAX_STDIO_LINE", "run_stdio"]
 
@@ -44,7 +44,8 @@ class _StdinLines:
         return line.decode("utf-8", errors="replace")
 
 
-#: A stdio request line longer than this is skipped (the SDK answers it with a parse error).
+#: A stdio request line longer than this is skipped, and answered with an invalid-request
+#: error (``mcp_server._sdk.OVERSIZE``).
 MAX_STDIO_LINE = 64 * 1024 * 1024
 
 
@@ -71,7 +72,9 @@ class _PipeLines:
                     break
                 except asyncio.LimitOverrunError as more:
                     await self._reader.readexactly(more.consumed)
-            return "\n"
+                except asyncio.IncompleteReadError:  # the input ended inside the line
+                    break
+            return OVERSIZE_LINE
         return line.decode("utf-8", errors="replace")
 
 

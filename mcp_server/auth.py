@@ -68,7 +68,8 @@ class JWTVerifier(TokenVerifier):
 
     HS256 with a shared secret, or RS256/ES256 with a public key; the algorithm list is
     fixed by the key type, so ``none`` and HS/RS confusion are refused. ``exp`` and ``sub``
-    are required; ``nbf`` is checked when present; ``iss``/``aud`` when configured.
+    are required; ``nbf`` and ``iat`` are checked when present; ``iss``/``aud`` when
+    configured; ``exp``, ``nbf`` and ``iat`` with ``leeway`` seconds of clock skew.
     """
 
     def __init__(
@@ -87,6 +88,20 @@ class JWTVerifier(TokenVerifier):
         self._leeway = leeway
         # token -> (its AccessToken, its exp): see verify_token.
         self._verified: dict[str, tuple[AccessToken, float]] = {}
+
+    @classmethod
+    def for_serving(cls, settings: Settings) -> JWTVerifier:
+        """``from_settings``, for ``serve --http`` at start-up: a warning when tokens are bound
+        to neither an issuer nor an audience, since then any token the key verifies is
+        accepted, whatever service it was minted for."""
+        verifier = cls.from_settings(settings)
+        if settings.jwt_issuer is None and settings.jwt_audience is None:
+            log.warning(
+                "neither CHATSTORE_JWT_AUDIENCE nor CHATSTORE_JWT_ISSUER is set: any token "
+                "signed with this key is accepted, whatever its aud or iss; set "
+                "CHATSTORE_JWT_AUDIENCE to this service's name"
+            )
+        return verifier
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JWTVerifier:
@@ -177,7 +192,9 @@ class JWTVerifier(TokenVerifier):
             token=token,
             client_id=str(client_id),
             scopes=scope.split() if isinstance(scope, str) else [],
-            expires_at=int(claims["exp"]),
+            # When this server stops accepting it: the SDK's auth middleware checks this
+            # again, without a leeway of its own.
+            expires_at=int(claims["exp"] + self._leeway),
             subject=subject,
             claims={k: v for k, v in claims.items() if k in ("iss", "aud", "iat", "nbf")},
         )

@@ -24,6 +24,7 @@ import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 
+from mcp_server._sdk import EnvelopeErrors
 from mcp_server._stdio import run_stdio
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
 from mcp_server.operations import AccessLog, JsonFormatter, add_probes
@@ -126,7 +127,7 @@ def _transport_security(host: str, public_url: str | None) -> TransportSecurityS
 
 
 async def serve_http(settings: Settings, host: str, port: int, public_url: str | None) -> None:
-    JWTVerifier.from_settings(settings)  # refuse to start without a usable key
+    JWTVerifier.for_serving(settings)  # refuse to start without a usable key
     url = public_url or f"http://{host}:{port}/mcp"
     async with ConversationStore(settings) as store:
         server = create_server(settings, http=True, public_url=url, store=store)
@@ -147,7 +148,7 @@ async def serve_http(settings: Settings, host: str, port: int, public_url: str |
                 prune_periodically(store, settings.retention_days, settings.retention_interval)
             )
         config = uvicorn.Config(
-            AccessLog(app),
+            AccessLog(EnvelopeErrors(app)),
             host=host,
             port=port,
             log_level=settings.log_level.lower(),
@@ -230,7 +231,8 @@ _DATABASE_ENV = (
 )
 _SERVE_ENV = (
     "stdio: CHATSTORE_USER (the user served). HTTP: CHATSTORE_JWT_SECRET or "
-    "CHATSTORE_JWT_PUBLIC_KEY, CHATSTORE_JWT_ISSUER, CHATSTORE_JWT_AUDIENCE. Limits and quotas: "
+    "CHATSTORE_JWT_PUBLIC_KEY, CHATSTORE_JWT_ISSUER, CHATSTORE_JWT_AUDIENCE, "
+    "CHATSTORE_JWT_LEEWAY. Limits and quotas: "
     "CHATSTORE_MAX_* (see the README's Configuration)"
 )
 

@@ -17,7 +17,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
 from mcp_server import resources
-from mcp_server._sdk import build_tools
+from mcp_server._sdk import ProtocolErrors, build_tools
 from mcp_server.auth import JWTVerifier
 from mcp_server.context import AppContext
 from store import ConversationStore, Settings
@@ -76,10 +76,11 @@ def create_server(
         lifespan=lifespan,
         tools=build_tools(settings.limits),
         log_level=settings.log_level,
-        middleware=[resources.ConversationList()],
+        middleware=[resources.ConversationResources()],
         **(_http_auth(settings, public_url) if http else {}),
     )
     resources.register(server)
+    server.middleware.append(ProtocolErrors(server))
     return server
 
 

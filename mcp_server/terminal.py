@@ -19,8 +19,9 @@ from typing import Any, BinaryIO, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from mcp_server.resources import transcript_head, transcript_message
+from mcp_server.resources import one_line, transcript_head, transcript_message
 from store import BadImportLine, ConversationStore, Imported, Settings, _export
 from store.contract import MAX_CONVERSATION_PAGE, MAX_MESSAGE_PAGE
 from store.schemas import Conversation, Message, rfc3339
@@ -61,8 +62,14 @@ async def run_conversations(settings: Settings, user: str, limit: int, as_json: 
         return 0
     table = Table("id", "title", "messages", "updated", "key", box=None, pad_edge=False)
     for c in found:
+        # Text, not markup: a title's "[bold]" or "[link=…]" is shown as typed; one line,
+        # controls shown, so that a title cannot add rows or drive the terminal.
         table.add_row(
-            str(c.id), c.title or "", str(c.message_count), rfc3339(c.updated_at), c.key or ""
+            str(c.id),
+            Text(one_line(c.title or "")),
+            str(c.message_count),
+            rfc3339(c.updated_at),
+            Text(one_line(c.key or "")),
         )
     _console().print(table)
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import struct
 import uuid
 from collections.abc import Callable
@@ -51,12 +52,25 @@ def _decode(user: str, bound: str, cursor: str, read: Callable[[list[str]], T], 
         raise InvalidArgument(refusal) from None
 
 
+#: A cursor's fields are read only in the spelling ``_encode`` wrote them (``int`` and ``UUID``
+#: would also take ``+1``, ``1_0``, braces or upper case): one position, one cursor.
+_DIGITS = re.compile(r"0|[1-9][0-9]*")
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+_HEX_DOUBLE = re.compile(r"[0-9a-f]{16}")
+
+
+def _field(pattern: re.Pattern[str], text: str) -> str:
+    if pattern.fullmatch(text) is None:
+        raise ValueError("not a field this server writes")
+    return text
+
+
 def _micros(value: datetime) -> str:
     return str(int(value.timestamp()) * 1_000_000 + value.microsecond)
 
 
 def _time(micros: str) -> datetime:
-    seconds, rest = divmod(int(micros), 1_000_000)
+    seconds, rest = divmod(int(_field(_DIGITS, micros)), 1_000_000)
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
 
 
@@ -70,7 +84,7 @@ def decode_cursor(user: str, cursor: str) -> Position:
         version, micros, hex_id = fields
         if version != "1":
             raise ValueError("unknown cursor version")
-        return _time(micros), uuid.UUID(hex=hex_id)
+        return _time(micros), uuid.UUID(hex=_field(_HEX_ID, hex_id))
 
     return _decode(
         user,
@@ -99,10 +113,10 @@ def decode_search_cursor(user: str, bound: str, cursor: str) -> tuple[SearchPosi
         if version != "s1":
             raise ValueError("unknown cursor version")
         return (
-            struct.unpack(">d", bytes.fromhex(rank))[0],
+            struct.unpack(">d", bytes.fromhex(_field(_HEX_DOUBLE, rank)))[0],
             _time(micros),
-            uuid.UUID(hex=hex_id),
-        ), int(depth)
+            uuid.UUID(hex=_field(_HEX_ID, hex_id)),
+        ), int(_field(_DIGITS, depth))
 
     return _decode(
         user,

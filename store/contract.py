@@ -23,6 +23,8 @@ __all__ = [
     "MAX_CONTEXT_TOKENS",
     "MAX_CONVERSATION_KEY_CHARS",
     "MAX_CONVERSATION_PAGE",
+    "MAX_ECHOED_CHARS",
+    "MAX_ECHOED_NAMES",
     "MAX_IDEMPOTENCY_KEY_CHARS",
     "MAX_JSON_DEPTH",
     "MAX_MESSAGE_PAGE",
@@ -51,6 +53,10 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_TOOL_CALL_ID_CHARS = 200
 #: A conversation's key: a caller-chosen name, unique per user (a framework's session id).
 MAX_CONVERSATION_KEY_CHARS = 200
+#: An error that names what a client sent (an unknown tool, argument or prompt) quotes at most
+#: this many characters of each name, and at most MAX_ECHOED_NAMES names.
+MAX_ECHOED_CHARS = 64
+MAX_ECHOED_NAMES = 5
 #: Nesting deeper than this in metadata or tool_calls is refused (and keeps the checks from
 #: recursing without bound).
 MAX_JSON_DEPTH = 64

@@ -8,6 +8,7 @@ RFC 3339 UTC timestamps with microseconds.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -36,6 +37,8 @@ from store.contract import (
     MAX_CONTEXT_TOKENS,
     MAX_CONVERSATION_KEY_CHARS,
     MAX_CONVERSATION_PAGE,
+    MAX_ECHOED_CHARS,
+    MAX_ECHOED_NAMES,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_JSON_DEPTH,
     MAX_MESSAGE_PAGE,
@@ -152,11 +155,28 @@ def _limits(info: ValidationInfo) -> Limits:
 # Validation entry points: what the store (and the MCP layer) call.
 
 
+def echoed(value: object) -> str:
+    """A name a client sent, as an error quotes it: at most ``MAX_ECHOED_CHARS`` of it."""
+    text = str(value)
+    cut = text[:MAX_ECHOED_CHARS]
+    return repr(cut) + ("…" if len(cut) < len(text) else "")
+
+
+def echoed_names(names: list[str]) -> str:
+    """Client-sent names as an error lists them: the first ``MAX_ECHOED_NAMES``, each cut."""
+    shown = ", ".join(echoed(name) for name in names[:MAX_ECHOED_NAMES])
+    more = len(names) - MAX_ECHOED_NAMES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
 def describe_validation_error(exc: ValidationError) -> str:
-    """A ValidationError in words, without echoing the rejected values back."""
+    """A ValidationError in words, without echoing the rejected values back (nor more than a
+    short prefix of a key the client chose)."""
     parts = []
-    for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in error["loc"])
+    for error in exc.errors(include_url=False, include_input=False)[:MAX_ECHOED_NAMES]:
+        where = ".".join(
+            str(p) if len(str(p)) <= MAX_ECHOED_CHARS else echoed(p) for p in error["loc"]
+        )
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "is not a known argument"
@@ -215,19 +235,29 @@ def validate_batch(messages: Any, limits: Limits) -> list[NewMessage]:
     return news
 
 
+#: The string spellings of a UUID that ``parse_id`` accepts: 8-4-4-4-12 or 32 hex digits, in
+#: either case, optionally in braces or after ``urn:uuid:``; ASCII only. ``uuid.UUID`` alone
+#: reads more (``int(..., 16)`` takes any Unicode decimal digit, ``_``, a sign, spaces, and
+#: hyphens anywhere), so ``…4\u0661…`` would name the conversation ``…41…``: one id must have
+#: one family of spellings, the ones every client can compare.
+_UUID_SPELLING = re.compile(
+    r"(?-i:urn:uuid:)?(?P<brace>\{)?"
+    r"(?P<hex>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})"
+    r"(?(brace)\})",
+    re.IGNORECASE | re.ASCII,
+)
+
+
 def parse_id(value: Any, what: str = "conversation_id") -> UUID:
-    """A UUID given as a UUID or in any of its usual string spellings."""
+    """A UUID given as a UUID or in one of its usual ASCII string spellings."""
     if isinstance(value, UUID):
         return value
     if not isinstance(value, str):
         raise InvalidArgument(f"{what} must be a UUID string")
-    try:
-        check_text(value, what)
-        return UUID(value)
-    except ValueError:
-        raise InvalidArgument(
-            f"{what} must be a UUID string, like the ids this server returns"
-        ) from None
+    spelled = _UUID_SPELLING.fullmatch(value)
+    if spelled is None:
+        raise InvalidArgument(f"{what} must be a UUID string, like the ids this server returns")
+    return UUID(spelled["hex"])
 
 
 def check_user(user: str) -> str:

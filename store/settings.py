@@ -89,7 +89,9 @@ class Settings(BaseSettings):
     jwt_public_key: SecretStr | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
-    jwt_leeway: float = Field(default=0.0, ge=0)
+    # Seconds of clock skew allowed on a token's exp, nbf and iat: an issuer whose clock runs a
+    # few seconds ahead would otherwise mint tokens refused as "not yet valid" (iat).
+    jwt_leeway: float = Field(default=30.0, ge=0, le=300)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: text: one readable line per record; json: one JSON object per line (for collectors).

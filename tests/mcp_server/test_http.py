@@ -7,6 +7,7 @@ never used. Without a verification key the server refuses to start.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -215,6 +216,25 @@ async def test_tools_over_http_match_the_snapshot(chatstore_http: HttpServer) ->
     async with http_client(chatstore_http.url, mint_token(fresh_user())) as client:
         listing = tool_listing((await client.list_tools()).tools)
     assert listing_json(listing) == TOOLS_SNAPSHOT.read_text(encoding="utf-8")
+
+
+NO_BINDING_WARNING = "neither CHATSTORE_JWT_AUDIENCE nor CHATSTORE_JWT_ISSUER is set"
+
+
+@pytest.mark.timeout(60)
+def test_http_warns_at_start_when_tokens_name_no_audience_or_issuer(
+    tmp_path: Path, chatstore_http: HttpServer
+) -> None:
+    env = server_env(
+        f"sqlite://{tmp_path / 'unbound.sqlite3'}", tmp_path / "data", issuer=None, audience=None
+    )
+    with http_server(env, tmp_path) as unbound:
+        # It still serves: any token the key verifies, whatever its aud.
+        assert asyncio.run(raw_post(unbound, mint_token("anyone", audience="other"))).is_success
+        log = unbound.log()
+    (warning,) = [line for line in log.splitlines() if NO_BINDING_WARNING in line]
+    assert " WARNING " in warning and "CHATSTORE_JWT_AUDIENCE" in warning
+    assert NO_BINDING_WARNING not in chatstore_http.log()  # audience and issuer set there
 
 
 @pytest.mark.timeout(60)

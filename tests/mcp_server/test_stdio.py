@@ -23,6 +23,7 @@ from typing import IO, Any, TextIO
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
+from pydantic import ValidationError
 
 from tests.conftest import fresh_user
 from tests.mcp_server.helpers import TOOL_NAMES, ok
@@ -263,3 +264,21 @@ def test_a_signal_ends_the_server_promptly_with_status_0(
     assert status == 0, log_path.read_text()
     assert elapsed < 5, f"took {elapsed:.1f}s to stop"
     assert "stopped" in log_path.read_text()
+
+
+async def test_a_line_over_the_limit_is_skipped_and_answered() -> None:
+    import asyncio
+
+    import mcp_types
+
+    from mcp_server._sdk import OVERSIZE, OVERSIZE_LINE, _envelope_error
+    from mcp_server._stdio import _PipeLines
+
+    reader = asyncio.StreamReader(limit=64)
+    reader.feed_data(b"x" * 1000 + b"\n" + b'{"jsonrpc": "2.0", "method": "m"}\n' + b"y" * 500)
+    reader.feed_eof()
+    lines = [line async for line in _PipeLines(reader)]
+    assert lines == [OVERSIZE_LINE, '{"jsonrpc": "2.0", "method": "m"}\n', OVERSIZE_LINE]
+    with pytest.raises(ValidationError) as unreadable:
+        mcp_types.jsonrpc_message_adapter.validate_json(OVERSIZE_LINE, by_name=False)
+    assert _envelope_error(unreadable.value) == OVERSIZE

@@ -72,9 +72,8 @@ async def test_conversations_show_and_info(
     code, out, err = await _main(settings, tmp_path, "show", str(trip.id), "--user", user)
     assert code == 0, err
     assert out.startswith("# Trip to Lyon\n") and "- messages: 253\n" in out
-    assert (
-        "## 1. user\n\nTrains to Lyon? ünïcode" in out and "## 253. assistant\n\nreply 249" in out
-    )
+    assert "## 1. user\n\n```\nTrains to Lyon? ünïcode\n```\n" in out
+    assert "## 253. assistant\n\n```\nreply 249\n```\n" in out
     assert "_calls tool `trains` (id `c1`)_" in out
 
     code, out, err = await _main(settings, tmp_path, "show", str(trip.id), "--json", user=user)

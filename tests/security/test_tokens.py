@@ -132,6 +132,11 @@ CASES: list[tuple[str, str, Callable[[Keys], str | None]]] = [
         "hs",
         lambda k: "Bearer " + mint_token("mallory", extra={"nbf": int(time.time()) + 3600}),
     ),
+    (
+        "issued-an-hour-ahead",
+        "hs",
+        lambda k: "Bearer " + mint_token("mallory", extra={"iat": int(time.time()) + 3600}),
+    ),
     ("wrong-issuer", "hs", lambda k: "Bearer " + mint_token("mallory", issuer="https://evil")),
     ("missing-issuer", "hs", lambda k: "Bearer " + mint_token("mallory", issuer=None)),
     ("wrong-audience", "hs", lambda k: "Bearer " + mint_token("mallory", audience="other")),
@@ -275,3 +280,22 @@ def test_valid_token_sees_only_its_own_data(
     for user, secrets in victim_data.items():
         if user != "mallory":
             assert not any(s in response.text for s in secrets), f"{user}'s data leaked"
+
+
+#: Tokens from an issuer whose clock is a few seconds off this server's: within the default
+#: leeway (``CHATSTORE_JWT_LEEWAY``, 30 s), they are valid.
+SKEWED = {
+    "issued 1 s ahead": {"iat": 1},
+    "issued 5 s ahead": {"iat": 5},
+    "issued 20 s ahead": {"iat": 20},
+    "valid from 5 s ahead": {"nbf": 5, "iat": 5},
+    "expired 5 s ago": {"exp": -5},
+}
+
+
+@pytest.mark.parametrize("case", list(SKEWED))
+def test_a_few_seconds_of_clock_skew_are_allowed(case: str, hs_server: HttpServer) -> None:
+    now = int(time.time())
+    skewed = {claim: now + offset for claim, offset in SKEWED[case].items()}
+    response = _post(hs_server, f"Bearer {mint_token('mallory', extra=skewed)}")
+    assert response.status_code == 200, response.text

@@ -327,6 +327,44 @@ def _tampered(cursor: str) -> list[str]:
     ]
 
 
+def _respelled(user: str, cursor: str) -> list[str]:
+    """The cursor's position in other spellings of its fields, each correctly tagged."""
+    from store._cursor import _tag
+
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    version, micros, hex_id, _ = raw.split(".")
+
+    def signed(*fields: str) -> str:
+        payload = ".".join(fields)
+        text = f"{payload}.{_tag(user, '', payload)}"
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    arabic = "".join(chr(0x0660 + int(ch)) for ch in micros)
+    return [
+        signed(version, arabic, hex_id),
+        signed(version, f"+{micros}", hex_id),
+        signed(version, f"{micros[:3]}_{micros[3:]}", hex_id),
+        signed(version, f"0{micros}", hex_id),
+        signed(version, micros, hex_id.upper()),
+        signed(version, micros, "{" + hex_id + "}"),
+        signed(version, micros, str(uuid.UUID(hex=hex_id))),
+    ]
+
+
+async def test_a_cursor_is_read_only_as_the_server_spelt_it(
+    store: ConversationStore, user: str
+) -> None:
+    for _ in range(2):
+        await store.create_conversation(user=user)
+    page = await store.list_conversations(user=user, limit=1)
+    assert page.next_cursor is not None
+    for bad in _respelled(user, page.next_cursor):
+        with pytest.raises(InvalidArgument, match="cursor"):
+            await store.list_conversations(user=user, limit=1, cursor=bad)
+    again = await store.list_conversations(user=user, limit=1, cursor=page.next_cursor)
+    assert len(again.conversations) == 1
+
+
 async def test_tampered_cursors_are_invalid(store: ConversationStore, user: str) -> None:
     for _ in range(3):
         await store.create_conversation(user=user)

@@ -162,6 +162,38 @@ async def test_malformed_conversation_ids_are_refused(
     assert await snapshot(store, raw, user, conversation.id) == before
 
 
+def _other_spellings(cid: str) -> list[str]:
+    """The id ``cid`` spelled with characters that ``uuid.UUID`` reads as the same digits."""
+    digit = next(i for i, ch in enumerate(cid) if ch.isdigit())
+    letter = next(i for i, ch in enumerate(cid) if ch in "abcdef")
+    return [
+        cid[:digit] + chr(0x0660 + int(cid[digit])) + cid[digit + 1 :],  # Arabic-Indic digit
+        cid[:digit] + chr(0xFF10 + int(cid[digit])) + cid[digit + 1 :],  # fullwidth digit
+        cid[:digit] + chr(0x1D7CE + int(cid[digit])) + cid[digit + 1 :],  # mathematical digit
+        cid[:letter] + chr(ord(cid[letter]) - ord("a") + 0xFF41) + cid[letter + 1 :],
+        cid.replace("-", "_"),  # int() takes underscores between digits
+        cid.replace("-", "") + "\n",
+        f" {cid} ",
+        "+" + cid.replace("-", "")[1:],
+        cid.replace("-", "")[:10] + "-" + cid.replace("-", "")[10:],  # a hyphen anywhere
+        "URN:UUID:" + cid,
+        "{" + cid,
+    ]
+
+
+async def test_ids_resolve_only_from_ascii_spellings(store: ConversationStore, user: str) -> None:
+    conversation = await store.create_conversation(user=user)
+    cid = str(conversation.id)
+    for spelling in (cid.upper(), cid.replace("-", ""), "{" + cid + "}", "urn:uuid:" + cid):
+        found = await store.get_conversation(user=user, conversation_id=spelling)
+        assert found.id == conversation.id, spelling
+    for spelling in _other_spellings(cid):
+        for call in _calls_with_id(store, user, spelling):
+            with pytest.raises(InvalidArgument, match="conversation_id must be a UUID"):
+                await call()
+    assert (await store.get_conversation(user=user, conversation_id=cid)).message_count == 0
+
+
 @pytest.mark.parametrize("bad_user", ["", "u" * 256, None, 7])
 async def test_bad_users_are_refused(
     store: ConversationStore, raw: RawDB, user: str, bad_user: Any
