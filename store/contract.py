@@ -87,9 +87,10 @@ MAX_SEARCH_DEPTH = 1_000
 #: Export reads conversations, and each one's messages, this many at a time.
 EXPORT_PAGE = 500
 #: Import writes messages this many at a time (one COPY each): a long conversation in chunks
-#: of this size, shorter ones together up to this many per transaction (a commit here waits
-#: ~4 ms for the disk: 500 a transaction spent ~9 s of a 1.1M-message import committing).
-IMPORT_CHUNK = 2_000
+#: of this size, shorter ones together up to this many per transaction. A commit waits ~4 ms
+#: for the disk here (500: ~9 s of commits in a 1.1M-message import); each chunk in flight
+#: costs memory (2,000: 49-56 MB of RSS growth, bench W13).
+IMPORT_CHUNK = 1_000
 #: Retention deletes this many conversations per transaction (with their messages).
 PRUNE_BATCH = 50
 
