@@ -42,3 +42,7 @@ async def test_the_python_api_examples_run(
     assert type(done["history"]).__name__ == "ChatstoreChatMessageHistory"
     assert capsys.readouterr().out == "not_found no conversation with that id\n"
     assert done["pruned"].dry_run and done["facts"].conversations >= 2
+    assert done["again"].conversations_imported == 0
+    assert done["again"].conversations_skipped == len(
+        [r for r in done["records"] if r.get("type") == "conversation"]
+    )
