@@ -13,11 +13,17 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from typing import Any, BinaryIO, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -132,10 +138,15 @@ async def run_export(
     settings: Settings, user: str | None, conversation_id: str | None, form: str, out: TextIO
 ) -> int:
     """History out as JSONL (``store._export``'s format) or Markdown transcripts, streamed to
-    ``out``, with running counts on stderr when it is a terminal."""
+    ``out``, with a progress bar on stderr when it is a terminal (of every message stored, for
+    a whole export; a running count otherwise)."""
     conversations = messages = 0
-    status = Console(stderr=True) if sys.stderr.isatty() else None
+    bar = _progress("exporting", "{task.completed:,} messages")
     async with ConversationStore(settings) as store:
+        total = None
+        if user is None and conversation_id is None:
+            total = (await store.info()).messages
+        task = bar.add_task("export", total=total) if bar is not None else None
         async for record in store.export(user=user, conversation_id=conversation_id):
             kind = record.get("type")
             if form == "jsonl":
@@ -149,12 +160,29 @@ async def run_export(
                 conversations += 1
             elif kind == "message":
                 messages += 1
-                if status is not None and messages % 1000 == 0:
-                    status.print(
-                        f"{conversations:,} conversations, {messages:,} messages", end="\r"
-                    )
+                if bar is not None and task is not None and messages % 1000 == 0:
+                    bar.update(task, completed=messages)
+    if bar is not None:
+        bar.stop()
     print(f"exported {conversations:,} conversations, {messages:,} messages", file=sys.stderr)
     return 0
+
+
+def _progress(what: str, counts: str, *columns: ProgressColumn) -> Progress | None:
+    """A progress bar on stderr, or None when stderr is not a terminal (counts only, at the
+    end)."""
+    if not sys.stderr.isatty():
+        return None
+    bar = Progress(
+        TextColumn(what),
+        BarColumn(),
+        *columns,
+        TextColumn(counts),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    bar.start()
+    return bar
 
 
 def _imported(done: Imported) -> str:
@@ -174,16 +202,7 @@ async def run_import(settings: Settings, source: BinaryIO, size: int | None) -> 
     """An export (JSONL) loaded back (``ConversationStore.import_lines``), with a progress bar
     on stderr when it is a terminal (``size``: the file's bytes, when known); the counts at
     the end. A bad line stops it: the line is named and what came before it stays in."""
-    bar = None
-    if sys.stderr.isatty():
-        bar = Progress(
-            TextColumn("importing"),
-            BarColumn(),
-            DownloadColumn(),
-            TextColumn("{task.fields[counts]}"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
+    bar = _progress("importing", "{task.fields[counts]}", DownloadColumn())
     task = bar.add_task("import", total=size, counts="") if bar is not None else None
     last = Imported(
         conversations_imported=0,
@@ -211,10 +230,11 @@ async def run_import(settings: Settings, source: BinaryIO, size: int | None) -> 
             bar.update(task, counts=f"{total:,} messages")
 
     try:
-        with bar if bar is not None else nullcontext():
-            async with ConversationStore(settings) as store:
-                done = await store.import_lines(lines(source), progress=progress)
+        async with ConversationStore(settings) as store:
+            done = await store.import_lines(lines(source), progress=progress)
     except BadImportLine as exc:
+        if bar is not None:
+            bar.stop()
         log.error("%s", exc)
         print(
             f"{_imported(last)} before that line; fix it and run the import again "
@@ -222,5 +242,8 @@ async def run_import(settings: Settings, source: BinaryIO, size: int | None) -> 
             file=sys.stderr,
         )
         return 1
+    finally:
+        if bar is not None:
+            bar.stop()
     print(_imported(done))
     return 0
