@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, NoReturn
 from urllib.parse import urlsplit
 
 import anyio
@@ -336,7 +336,14 @@ def _settings_problems(exc: ValidationError) -> str:
 
 def _import(settings: Settings, path: str) -> int:
     if path == "-":
-        return asyncio.run(run_import(settings, sys.stdin.buffer, None))
+        # After a failure the reader thread may still wait for a line from stdin that never
+        # comes (a pipe left open): exit without waiting for it.
+        try:
+            code = asyncio.run(run_import(settings, sys.stdin.buffer, None))
+        except StoreError as exc:
+            log.error("%s", exc)
+            code = 1
+        _exit_now(code)
     try:
         source = open(path, "rb")
     except OSError as exc:
@@ -356,7 +363,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int) -> NoReturn:
     # Everything is closed by now, but a worker thread may still be blocked reading stdin
     # (a line that will never come); waiting for it at interpreter exit would hang forever.
     logging.shutdown()
@@ -413,6 +420,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:
+        if args.command in ("import", "export"):
+            # Not a success: `chatstore export -o f && …` must not take f for a whole export.
+            again = "what is in is kept, and a new run adds what is missing"
+            if args.command == "export":
+                again = "the output is incomplete; run the export again"
+            print(f"chatstore {args.command}: interrupted; {again}", file=sys.stderr)
+            return 130
         return 0
 
 

@@ -19,12 +19,13 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from store import contract
 from store._export import FORMAT, VERSION
@@ -40,7 +41,6 @@ from store.schemas import (
     _Input,
     check_user,
     describe_validation_error,
-    validate,
 )
 
 if TYPE_CHECKING:  # both import this module's records
@@ -60,6 +60,31 @@ __all__ = [
 _CHUNK_BYTES = 8 * 1024 * 1024
 
 
+def _timestamp(value: object) -> datetime:
+    """An exported timestamp: RFC 3339 text with its offset, within what both databases
+    store (years 1 to 9999 in UTC, a day clear of either end: asyncpg writes the very first
+    instant as -infinity)."""
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string, like 2026-12-01T09:28:44.123456Z")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            "must be an RFC 3339 timestamp, like 2026-12-01T09:28:44.123456Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError("must give its UTC offset (Z, or +HH:MM)")
+    if not _EARLIEST < parsed < _LATEST:
+        raise ValueError("lies outside the years 1 to 9999")
+    return parsed.astimezone(UTC)
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+#: A timestamp as exported (``_timestamp``).
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
+
+
 class ForkOrigin(_Input):
     conversation_id: UUID
     seq: int = Field(strict=True, ge=0, le=MAX_SEQ_CURSOR)
@@ -75,8 +100,8 @@ class ConversationRecord(_Input):
     title: Title = None
     metadata: Metadata = Field(default=None, validate_default=True)
     key: Key = None
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: Timestamp
+    updated_at: Timestamp
     message_count: int = Field(strict=True, ge=0, le=MAX_SEQ_CURSOR)
     last_seq: int = Field(strict=True, ge=0, le=MAX_SEQ_CURSOR)
     summary: Summary = None
@@ -102,6 +127,8 @@ class ConversationRecord(_Input):
             raise ValueError("summary and summary_up_to_seq are given together, or neither")
         if self.summary_up_to_seq is not None and self.summary_up_to_seq > self.last_seq:
             raise ValueError("summary_up_to_seq is past last_seq")
+        if self.forked_from is not None and self.forked_from.conversation_id == self.id:
+            raise ValueError("forked_from names the conversation itself")
         return self
 
 
@@ -113,7 +140,7 @@ class MessageRecord(NewMessage):
     id: UUID
     conversation_id: UUID
     seq: int = Field(strict=True, ge=1, le=MAX_SEQ_CURSOR)
-    created_at: AwareDatetime
+    created_at: Timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +190,12 @@ class Records:
         if self._ahead is not None:
             ahead, self._ahead = self._ahead, None
             return ahead
-        for number, text in self._lines:
+        try:
+            read = next(self._lines, None)
+        except OSError as exc:
+            raise BadImportLine(self.line + 1, f"cannot be read ({exc.strerror or exc})") from None
+        if read is not None:
+            number, text = read
             self.line = number
             if isinstance(text, bytes):
                 try:
@@ -174,7 +206,7 @@ class Records:
                 raise BadImportLine(number, "empty (every line holds one JSON object)")
             try:
                 record = json.loads(text)
-            except (json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):  # JSONDecodeError, or a number too long
                 raise BadImportLine(
                     number, "not a JSON object (is the file cut short, or not an export?)"
                 ) from None
@@ -192,7 +224,7 @@ class Records:
         number, record = read
         if record.get("format") != FORMAT or "version" not in record:
             raise BadImportLine(number, f"not the header of a chatstore export ({expected})")
-        if record["version"] != VERSION:
+        if type(record["version"]) is not int or record["version"] != VERSION:
             raise BadImportLine(
                 number,
                 f"an export of format version {record['version']!r}; "
@@ -227,21 +259,18 @@ class Records:
         keys: dict[str, int] = {}
         chunk: list[ImportedMessage] = []
         size = 0
-        while True:
+        # Exactly message_count lines are read: a line after the last one is the next
+        # conversation's to judge (a surplus message is named there, on its own line).
+        while seq < conversation.message_count:
             read = self._read()
-            if read is not None and read[1].get("type") != "message":
-                self._ahead = read  # the next conversation's line
-                read = None
-            if read is None:
-                if seq != conversation.message_count:
-                    raise BadImportLine(
-                        self.line if self._ahead is None else self._ahead[0],
-                        f"the conversation of line {at} has message_count "
-                        f"{conversation.message_count} but {seq} messages follow it",
-                    )
-                if chunk:
-                    yield chunk
-                return
+            if read is None or read[1].get("type") != "message":
+                if read is not None:
+                    self._ahead = read  # the next conversation's line
+                raise BadImportLine(
+                    self.line if read is None else read[0],
+                    f"the conversation of line {at} has message_count "
+                    f"{conversation.message_count} but {seq} messages follow it",
+                )
             number, record = read
             imported = self._message(number, record, conversation, seq + 1)
             if imported.message.id in ids:
@@ -261,14 +290,16 @@ class Records:
             if len(chunk) >= contract.IMPORT_CHUNK or size >= _CHUNK_BYTES:
                 yield chunk
                 chunk, size = [], 0
+        if chunk:
+            yield chunk
 
     def _message(
         self, number: int, record: dict[str, Any], conversation: ConversationRecord, seq: int
     ) -> ImportedMessage:
         try:
-            message = validate(MessageRecord, self._limits, **record)
-        except InvalidArgument as exc:
-            raise BadImportLine(number, exc.message) from None
+            message = MessageRecord.model_validate(record, context=self._limits)
+        except ValidationError as exc:
+            raise BadImportLine(number, describe_validation_error(exc)) from None
         if message.conversation_id != conversation.id:
             raise BadImportLine(
                 number, "conversation_id: not the conversation this message follows"
@@ -329,7 +360,9 @@ def _read_all(
             conversation = ImportedConversation(record, at, summary, first)
             weight = sum(_size(m.message) for m in first)
             full = held + len(first) > contract.IMPORT_CHUNK or size + weight > _CHUNK_BYTES
-            if group and (second is not None or full):
+            # An id twice in a file: the second is written after the first, and skipped.
+            again = any(c.record.id == record.id for c in group)
+            if group and (second is not None or full or again):
                 put(_Group(group))
                 group, held, size = [], 0, 0
             if second is None:
@@ -340,7 +373,7 @@ def _read_all(
             for chunk in chain([second], chunks):
                 put([_counted(m, counted) for m in chunk])
             put(_END)
-    except BadImportLine as exc:
+    except Exception as exc:  # a bad line, or the file unreadable: what came before goes in
         if group:
             put(_Group(group))
         put(exc)
@@ -375,7 +408,12 @@ class _Pipe:
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
-        await asyncio.to_thread(self._thread.join)
+        # A transaction still reading a long conversation's chunks (its caller cancelled)
+        # gets this instead of waiting forever, and rolls back.
+        self._items.put_nowait(_Stopped())
+        # The reader may be blocked on input that never comes (a pipe left open): it is a
+        # daemon thread, so it is waited for only briefly.
+        await asyncio.to_thread(self._thread.join, 0 if exc[0] is not None else None)
 
     def _run(self) -> None:
         try:
@@ -395,7 +433,8 @@ class _Pipe:
     async def get(self) -> object:
         """The next item; a bad line (or the reader's failure) is raised here."""
         item = await self._items.get()
-        self._room.release()
+        if not isinstance(item, _Stopped):
+            self._room.release()
         if isinstance(item, BaseException):
             raise item
         return item

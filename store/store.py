@@ -506,9 +506,17 @@ class ConversationStore:
         db = self._db()
         yield _export.header()
 
-        def fetch(cid: uuid.UUID, after_seq: int) -> asyncio.Future[list[tuple[Message, Any]]]:
+        def fetch(
+            conversation: Conversation, after_seq: int
+        ) -> asyncio.Future[list[tuple[Message, Any]]]:
+            # Up to its last_seq as its record says: a message appended meanwhile is left for
+            # the next export, so the record's message_count holds for what follows it.
             op = partial(
-                db.export_messages, conversation_id=cid, after_seq=after_seq, limit=EXPORT_PAGE
+                db.export_messages,
+                conversation_id=conversation.id,
+                after_seq=after_seq,
+                up_to_seq=conversation.last_seq,
+                limit=EXPORT_PAGE,
             )
             return asyncio.ensure_future(self._guard.run(op))
 
@@ -527,7 +535,7 @@ class ConversationStore:
             # One page of messages is always read ahead: its query runs in the database
             # while the page before it is turned into records (bench W13: 10,000
             # conversations, most of them one page, each a round trip).
-            ahead = fetch(page[0][1].id, 0) if page else None
+            ahead = fetch(page[0][1], 0) if page else None
             try:
                 for index, (owner, conversation) in enumerate(page):
                     found = True
@@ -536,9 +544,9 @@ class ConversationStore:
                         rows = await ahead
                         more = len(rows) == EXPORT_PAGE
                         if more:
-                            ahead = fetch(conversation.id, rows[-1][0].seq)
+                            ahead = fetch(conversation, rows[-1][0].seq)
                         elif index + 1 < len(page):
-                            ahead = fetch(page[index + 1][1].id, 0)
+                            ahead = fetch(page[index + 1][1], 0)
                         else:
                             ahead = None
                         await asyncio.sleep(0)  # the next query goes out now

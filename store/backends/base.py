@@ -201,10 +201,11 @@ class Backend(Protocol):
         one user's, or the one ``conversation_id`` (export)."""
 
     async def export_messages(
-        self, *, conversation_id: UUID, after_seq: int, limit: int
+        self, *, conversation_id: UUID, after_seq: int, up_to_seq: int, limit: int
     ) -> list[tuple[Message, str | None]]:
-        """Up to ``limit`` messages after ``after_seq``, by seq, each with its idempotency key
-        (export: the conversation was read just before, for its user)."""
+        """Up to ``limit`` messages with ``after_seq < seq <= up_to_seq``, by seq, each with
+        its idempotency key (export: the conversation was read just before, for its user, and
+        ``up_to_seq`` is its last_seq then)."""
 
     async def import_conversations(
         self,

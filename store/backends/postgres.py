@@ -341,7 +341,7 @@ _EXPORT_CONVERSATIONS = (
 )
 _EXPORT_MESSAGES = (
     f"SELECT {MESSAGE_COLUMNS}, idempotency_key FROM messages "
-    "WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    "WHERE conversation_id = $1 AND seq > $2 AND seq <= $4 ORDER BY seq LIMIT $3"
 )
 # Import: conversations as exported, many in one statement (ON CONFLICT (id): one that exists
 # is skipped, a key its user has already raises), each linked to its parent when that is
@@ -987,9 +987,9 @@ class PostgresBackend:
         return [(str(row[0]), conversation(*row[1:])) for row in rows]
 
     async def export_messages(
-        self, *, conversation_id: UUID, after_seq: int, limit: int
+        self, *, conversation_id: UUID, after_seq: int, up_to_seq: int, limit: int
     ) -> list[tuple[Message, str | None]]:
-        rows = await self._fetch(_EXPORT_MESSAGES, conversation_id, after_seq, limit)
+        rows = await self._fetch(_EXPORT_MESSAGES, conversation_id, after_seq, limit, up_to_seq)
         return [(message(*row[:-1]), row[-1]) for row in rows]
 
     async def import_conversations(

@@ -194,7 +194,7 @@ _EXPORT_CONVERSATIONS = (
 )
 _EXPORT_MESSAGES = (
     f"SELECT {MESSAGE_COLUMNS}, idempotency_key FROM messages "
-    "WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    "WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?4 ORDER BY seq LIMIT ?3"
 )
 # Import, as in the PostgreSQL backend (see there), inside BEGIN IMMEDIATE; messages by
 # executemany, a chunk at a time (the search triggers index them as they arrive). The parent
@@ -868,9 +868,11 @@ class SqliteBackend:
         return [(str(row[0]), _conversation(row[1:])) for row in rows]
 
     async def export_messages(
-        self, *, conversation_id: UUID, after_seq: int, limit: int
+        self, *, conversation_id: UUID, after_seq: int, up_to_seq: int, limit: int
     ) -> list[tuple[Message, str | None]]:
-        rows = await self._fetch(_EXPORT_MESSAGES, str(conversation_id), after_seq, limit)
+        rows = await self._fetch(
+            _EXPORT_MESSAGES, str(conversation_id), after_seq, limit, up_to_seq
+        )
         return [(_message(row[:-1]), row[-1]) for row in rows]
 
     async def import_conversations(

@@ -9,8 +9,9 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,13 @@ async def test_a_bad_line_stops_the_import_keeping_what_came_before(
         (lambda ls: _set(ls, 2, key=" "), 2, "key: key must not be empty"),
         (lambda ls: _set(ls, 2, summary_up_to_seq=None), 2, "summary and summary_up_to_seq"),
         (lambda ls: _set(ls, 2, title="t\udc00"), 2, "unpaired surrogate"),
+        (lambda ls: ['{"format":"chatstore","version":true}', *ls[1:]], 1, "version True"),
+        (lambda ls: _set(ls, 3, created_at=0), 3, "created_at: must be an RFC 3339"),
+        (lambda ls: _set(ls, 2, created_at="0001-01-01T00:00:00Z"), 2, "outside the years"),
+        (lambda ls: _set(ls, 3, created_at="9999-12-31T23:59:59-01:00"), 3, "outside the years"),
+        (lambda ls: _set(ls, 3, created_at="2026-01-02T03:04:05"), 3, "its UTC offset"),
+        (lambda ls: _set(ls, 3, limits=1), 3, "limits: is not a known argument"),
+        (lambda ls: _set(ls, 2, forked_from=_self(ls)), 2, "names the conversation itself"),
     ],
 )
 async def test_each_rule_names_its_line_and_writes_nothing_of_that_conversation(
@@ -231,12 +239,101 @@ async def test_each_rule_names_its_line_and_writes_nothing_of_that_conversation(
     assert (await store.list_conversations(user=user)).conversations == []
 
 
+def _self(lines: list[str]) -> dict[str, Any]:
+    return {"conversation_id": json.loads(lines[1])["id"], "seq": 1}
+
+
 def _set(lines: list[str], number: int, **fields: Any) -> list[str]:
     record = json.loads(lines[number - 1])
     record.update(fields)
     changed = list(lines)
     changed[number - 1] = json.dumps(record)
     return changed
+
+
+@pytest.mark.parametrize(
+    "bad", ["", '{"type":"conversation","id":"', '{"n": ' + "9" * 4_400 + "}", "surplus"]
+)
+async def test_a_bad_line_right_after_a_whole_conversation_keeps_it(
+    store: ConversationStore, user: str, tmp_path: Path, bad: str
+) -> None:
+    async with _empty("sqlite", tmp_path) as source:
+        kept = await source.create_conversation(user=user)
+        await source.append_message(user=user, conversation_id=kept.id, role="user", content="a")
+        lines = await _lines(source)
+    if bad == "surplus":  # one message more than its conversation's message_count
+        bad = lines[-1].replace('"seq":1', '"seq":2')
+    with pytest.raises(BadImportLine) as caught:
+        await store.import_lines(_file([*lines, bad]))
+    assert caught.value.line == 4
+    assert (await store.get_conversation(user=user, conversation_id=kept.id)).message_count == 1
+
+
+async def test_an_id_twice_in_a_file_is_written_once_and_counted_so(
+    store: ConversationStore, user: str, tmp_path: Path
+) -> None:
+    async with _empty("sqlite", tmp_path) as source:
+        twice = await source.create_conversation(user=user)
+        await source.append_message(user=user, conversation_id=twice.id, role="user", content="a")
+        lines = await _lines(source)
+    done = await store.import_lines(_file([*lines, *lines[1:]]))
+    assert (done.conversations_imported, done.conversations_skipped) == (1, 1)
+    assert (done.messages_imported, done.messages_skipped) == (1, 1)
+
+
+async def test_an_export_taken_while_appends_land_imports(
+    store: ConversationStore, user: str, tmp_path: Path
+) -> None:
+    busy = await store.create_conversation(user=user)
+    await store.append_message(user=user, conversation_id=busy.id, role="user", content="a")
+    records = []
+    async for record in store.export(user=user):
+        records.append(record)
+        if record.get("type") == "conversation":  # an append lands as the export reads on
+            await store.append_message(
+                user=user, conversation_id=busy.id, role="user", content="late"
+            )
+    assert [r["seq"] for r in records if r.get("type") == "message"] == [1]
+    async with _empty("sqlite", tmp_path) as target:
+        done = await target.import_lines(_file([line(r) for r in records]))
+        assert done.messages_imported == 1
+
+
+async def test_a_cancelled_import_leaves_nothing_open(
+    store: ConversationStore, user: str, tmp_path: Path
+) -> None:
+    async with _empty("sqlite", tmp_path) as source:
+        long = await source.create_conversation(user=user)
+        await source.append_messages(
+            user=user,
+            conversation_id=long.id,
+            messages=[{"role": "user", "content": f"m{n}"} for n in range(3 * IMPORT_CHUNK)],
+        )
+        lines = await _lines(source)
+    stalled = threading.Event()
+    release = threading.Event()
+
+    def slow() -> Iterator[str]:
+        for number, text in enumerate(_file(lines), 1):
+            if number == 2 * IMPORT_CHUNK:  # the long conversation's transaction is open
+                stalled.set()
+                release.wait(30)
+            yield text
+
+    task = asyncio.ensure_future(store.import_lines(slow()))
+    try:
+        assert await asyncio.to_thread(stalled.wait, 30)
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The transaction it had open rolled back: the store answers, nothing was written.
+        async with asyncio.timeout(10):
+            with pytest.raises(Exception, match="not_found"):
+                await store.get_conversation(user=user, conversation_id=long.id)
+            await store.create_conversation(user=user, title="after")
+    finally:
+        release.set()
 
 
 async def test_clashes_with_what_is_stored_are_named(
@@ -391,46 +488,58 @@ def _build_export(path: Path, conversations: int, messages: int) -> None:
 
 
 @pytest.mark.slow
-async def test_a_reimport_after_kill_9_adds_only_what_is_missing(
+async def test_a_reimport_after_ctrl_c_or_kill_9_adds_only_what_is_missing(
     backend: str, tmp_path: Path, postgres_url: str
 ) -> None:
     source = tmp_path / "big.jsonl"
     await asyncio.to_thread(_build_export, source, 300, 60)
     async with _empty(backend, tmp_path) as target:
-        url = target._settings.resolved_database_url
-        env = server_env(url, tmp_path / "data")
-        process = await asyncio.create_subprocess_exec(
-            *CHATSTORE,
-            "import",
-            str(source),
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        env = server_env(target._settings.resolved_database_url, tmp_path / "data")
         raw = await RawDB.connect(target._settings)
         try:
-            # Killed once some conversations are in (and the next one is being written).
-            for _ in range(3000):
-                rows = await raw.fetch("SELECT count(*) FROM conversations")
-                if rows[0][0] >= 1:
-                    break
-                await asyncio.sleep(0.01)
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-            (count,) = (await raw.fetch("SELECT count(*) FROM conversations"))[0]
-            assert 1 <= count < 300, "the import was not killed halfway"
-            # Whole conversations only: each one's messages match its count.
-            partial = await raw.fetch(
-                "SELECT count(*) FROM conversations c WHERE c.message_count <> "
-                "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
-            )
-            assert partial[0][0] == 0
+            counts: list[int] = []
+            for stop in (signal.SIGINT, signal.SIGKILL):
+                process = await asyncio.create_subprocess_exec(
+                    *CHATSTORE,
+                    "import",
+                    str(source),
+                    env=env,
+                    cwd=REPO_ROOT,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                # Stopped once more conversations are in (the next ones being written).
+                for _ in range(3000):
+                    (count,) = (await raw.fetch("SELECT count(*) FROM conversations"))[0]
+                    if count > (counts[-1] if counts else 0):
+                        break
+                    await asyncio.sleep(0.01)
+                process.send_signal(stop)
+                _, err = await process.communicate()
+                (count,) = (await raw.fetch("SELECT count(*) FROM conversations"))[0]
+                assert count < 300, "the import was not stopped halfway"
+                counts.append(count)
+                if stop == signal.SIGINT:  # not a success: a script must not go on
+                    assert process.returncode == 130
+                    assert (
+                        err.decode()
+                        .strip()
+                        .endswith(
+                            "chatstore import: interrupted; what is in is kept, and a new run adds "
+                            "what is missing"
+                        )
+                    )
+                # Whole conversations only: each one's messages match its count.
+                partial = await raw.fetch(
+                    "SELECT count(*) FROM conversations c WHERE c.message_count <> "
+                    "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
+                )
+                assert partial[0][0] == 0
         finally:
             await raw.close()
         done = await run_command([*CHATSTORE, "import", str(source)], env=env, cwd=REPO_ROOT)
         assert done.returncode == 0, done.stderr
-        assert f"skipped {count:,} conversations already there" in done.stdout
+        assert f"skipped {counts[-1]:,} conversations already there" in done.stdout
         assert await _lines(target) == source.read_text(encoding="utf-8").splitlines()
 
 
