@@ -25,8 +25,9 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 
 from mcp_server._stdio import run_stdio
+from mcp_server._uvicorn import HttpLimits, bounded_protocol
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
-from mcp_server.operations import AccessLog, JsonFormatter, add_probes
+from mcp_server.operations import AccessLog, JsonFormatter, RequestBody, add_probes
 from mcp_server.server import chatstore_version, create_server
 from mcp_server.terminal import run_conversations, run_export, run_info, run_show
 from store import ConversationStore, Settings, StoreError
@@ -147,9 +148,10 @@ async def serve_http(settings: Settings, host: str, port: int, public_url: str |
                 prune_periodically(store, settings.retention_days, settings.retention_interval)
             )
         config = uvicorn.Config(
-            AccessLog(app),
+            AccessLog(RequestBody(app, settings.http_body_timeout)),
             host=host,
             port=port,
+            http=bounded_protocol(HttpLimits.from_settings(settings)),
             log_level=settings.log_level.lower(),
             access_log=False,
             lifespan="on",
