@@ -232,8 +232,8 @@ _DATABASE_ENV = (
 )
 _SERVE_ENV = (
     "stdio: CHATSTORE_USER (the user served). HTTP: CHATSTORE_JWT_SECRET or "
-    "CHATSTORE_JWT_PUBLIC_KEY, CHATSTORE_JWT_ISSUER, CHATSTORE_JWT_AUDIENCE. Limits and quotas: "
-    "CHATSTORE_MAX_* (see the README's Configuration)"
+    "CHATSTORE_JWT_PUBLIC_KEY, CHATSTORE_JWT_ISSUER, CHATSTORE_JWT_AUDIENCE, and request bounds "
+    "CHATSTORE_HTTP_*. Limits and quotas: CHATSTORE_MAX_* (see the README's Configuration)"
 )
 
 
