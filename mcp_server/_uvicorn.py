@@ -13,6 +13,9 @@ clients of 40 MB pages held 1 GB, measured). ``bounded_protocol`` returns uvicor
   most ``max_header_bytes`` (else 431), counted as they arrive, before uvicorn keeps them;
 - the head complete within ``header_timeout`` seconds of the connection's opening or of the
   request's first byte (else 408; a connection that sent nothing is closed silently);
+- the body complete within ``body_timeout`` seconds of the head, or the connection closed once
+  the app has answered (an app that reads the body answers 408 itself:
+  ``mcp_server.operations.RequestBody``; this covers a body nobody reads, after a 401);
 - a connection whose reply sits in its send buffer, above the high-water mark, without
   shrinking for ``send_timeout`` seconds is dropped, and the reply's memory with it.
 
@@ -21,7 +24,8 @@ close, so that a client still sending the rest of its head reads the status inst
 
 What this relies on of uvicorn's internals (``HttpToolsProtocol``'s parser callbacks
 ``on_message_begin``, ``on_url``, ``on_header``, ``on_headers_complete``, ``on_body`` and
-``on_message_complete``, its ``data_received``, ``pause_writing``/``resume_writing``,
+``on_message_complete``, its ``data_received``, ``on_response_complete``,
+``pause_writing``/``resume_writing``,
 ``connection_made``/``connection_lost``, and its ``transport``, ``loop``, ``client``, ``cycle``
 and ``server_state`` attributes) is pinned by ``tests/mcp_server/test_http_limits.py``, which
 fails naming this module when an upgrade breaks it.
@@ -63,6 +67,7 @@ class HttpLimits:
     max_header_bytes: int
     max_url_bytes: int
     header_timeout: float
+    body_timeout: float
     send_timeout: float
 
     @classmethod
@@ -71,6 +76,7 @@ class HttpLimits:
             max_header_bytes=settings.http_max_header_bytes,
             max_url_bytes=settings.http_max_url_bytes,
             header_timeout=settings.http_header_timeout,
+            body_timeout=settings.http_body_timeout,
             send_timeout=settings.http_send_timeout,
         )
 
@@ -101,6 +107,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._reported = False
         self._refused: int | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        #: The body's deadline passed while the app was still on the request.
+        self._body_late = False
         self._send_timer: asyncio.TimerHandle | None = None
         self._send_buffered = 0
 
@@ -112,6 +121,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
@@ -167,6 +177,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head = None
         self._cancel_head_timer()
         if self._refused is None:
+            self._cancel_body_timer()
+            self._body_late = False
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_overdue)
             super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -174,8 +187,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._cancel_body_timer()
+        self._body_late = False
         if self._refused is None:
             super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._body_late:
+            self._close_for_body()
 
     # -- refusals ------------------------------------------------------------------------
 
@@ -200,6 +220,28 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._head is not None:
             self._refused = 408
             self._refuse(408)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_overdue(self) -> None:
+        self._body_timer = None
+        if self.cycle is not None and self.cycle.response_complete:
+            self._close_for_body()  # answered without it: nobody will read the rest
+        else:
+            self._body_late = True  # the app's own deadline answers; close after that
+
+    def _close_for_body(self) -> None:
+        self._body_late = False
+        if not self.transport.is_closing():
+            log.warning(
+                "%s: the request body did not arrive within %g s: closed the connection",
+                self._who(),
+                self.limits.body_timeout,
+            )
+            self.transport.close()
 
     def _refuse(self, status: int) -> None:
         """Answer ``status`` (unless a reply is under way) and close after a short linger."""

@@ -16,14 +16,12 @@ import json
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -118,53 +116,66 @@ CLIENT_CLOSED = 499
 
 
 class RequestBody:
-    """A request's whole body read before the app sees the request, within ``timeout``
-    seconds of its headers: a client that trickles it gets 408 and its connection closed,
-    and one that goes away halfway leaves nothing for the app to fail on (without this, the
-    SDK logged each such request as a ClientDisconnect traceback).
+    """A deadline on a request's body: it must have arrived ``timeout`` seconds after its
+    headers, else 408 and the connection closed; and a client that goes away halfway ends the
+    request quietly (without this, the SDK logged each one as a ClientDisconnect traceback).
 
-    Bodies are held as the chunks that arrived, replayed to the app as they came; past the
-    SDK's own cap (``DEFAULT_MAX_REQUEST_BODY_SIZE``) the app gets the request at once, and
-    the SDK answers 413 without reading the rest.
+    The body is not read here but as the app reads it, so nothing is held for a request the
+    app refuses unread (no token: 401; the body's deadline is then the HTTP protocol's, in
+    ``mcp_server._uvicorn``). Either way out is ``_Abandoned``, raised from
+    ``receive`` into the app (the SDK reads a body whole, in its body-size middleware, before
+    any handler that would log an error), and caught here; what the app still tries to send
+    after it is dropped.
     """
 
-    def __init__(
-        self, app: ASGIApp, timeout: float, max_bytes: int = DEFAULT_MAX_REQUEST_BODY_SIZE
-    ) -> None:
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
         self.app = app
         self.timeout = timeout
-        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _declared_length(scope) > self.max_bytes:
-            await self.app(scope, receive, send)  # the SDK refuses an oversize body unread
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        arrived: deque[Message] = deque()
-        size = 0
-        with anyio.move_on_after(self.timeout) as deadline:
-            while size <= self.max_bytes:
+        deadline = anyio.current_time() + self.timeout
+        complete = False
+        abandoned: str | None = None
+
+        async def timed() -> Message:
+            nonlocal complete, abandoned
+            if complete:
+                return await receive()  # after the body: a disconnect, whenever it comes
+            with anyio.move_on_after(deadline - anyio.current_time()):
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    return  # nobody to answer; AccessLog logs the one line
-                arrived.append(message)
-                size += len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    break
-        if deadline.cancelled_caught:
+                    abandoned = "gone"
+                    raise _Abandoned
+                complete = not message.get("more_body", False)
+                return message
+            abandoned = "late"
+            raise _Abandoned
+
+        async def guarded(message: Message) -> None:
+            if abandoned is None:
+                await send(message)
+
+        try:
+            await self.app(scope, timed, guarded)
+        except _Abandoned:
+            pass
+        except BaseExceptionGroup as group:
+            abandon, rest = group.split(_Abandoned)
+            if abandon is None:
+                raise
+            if rest is not None:
+                raise rest from None
+        if abandoned == "late":
             await _too_slow(send, self.timeout)
-            return
-
-        async def replay() -> Message:
-            return arrived.popleft() if arrived else await receive()
-
-        await self.app(scope, replay, send)
 
 
-def _declared_length(scope: Scope) -> int:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
+class _Abandoned(BaseException):
+    """The request's body will not come: its client left, or took too long. A BaseException,
+    like cancellation, since it is control flow: no ``except Exception`` on the way out should
+    turn it into an error response or a logged traceback."""
 
 
 async def _too_slow(send: Send, seconds: float) -> None:
