@@ -171,19 +171,23 @@ def _smaller(result: BaseModel, arguments: dict[str, Any], ratio: float) -> dict
 
 
 def _reply(result: BaseModel, budget: int | None = None) -> tuple[CallToolResult, int]:
-    """``tool_result(result)`` and the bytes its JSON-RPC reply takes at most (exactly, but
-    for the envelope, where that is more than ``budget``)."""
+    """``tool_result(result)`` and the bytes its JSON-RPC reply takes at most: exactly (but for
+    the envelope) where a looser bound would pass ``budget``."""
     structured = result.model_dump(mode="json", by_alias=True)
     text = pydantic_core.to_json(structured, indent=2)
     # In the reply the text is a JSON string: its quotes, backslashes and (indentation)
     # newlines are escaped, one byte more each; nothing else in it needs escaping. The
     # structured content is the same JSON without the indentation: at most the text less its
     # newlines, exactly its compact dump (a second dump, made only when the bound is over).
-    newlines = text.count(b"\n")
-    escaped = len(text) + text.count(b'"') + text.count(b"\\") + newlines
-    size = ENVELOPE_BYTES + escaped + len(text) - newlines
+    # Escaping at most doubles the text, so a reply of up to three times it is counted only
+    # where that could pass the budget (counting a 50-message page costs ~30 µs).
+    size = ENVELOPE_BYTES + 3 * len(text)
     if budget is not None and size > budget:
-        size = ENVELOPE_BYTES + escaped + len(pydantic_core.to_json(structured))
+        newlines = text.count(b"\n")
+        escaped = len(text) + text.count(b'"') + text.count(b"\\") + newlines
+        size = ENVELOPE_BYTES + escaped + len(text) - newlines
+        if size > budget:
+            size = ENVELOPE_BYTES + escaped + len(pydantic_core.to_json(structured))
     reply = CallToolResult(
         content=[TextContent(type="text", text=text.decode())], structured_content=structured
     )

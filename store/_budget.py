@@ -2,11 +2,12 @@
 pass ``CHATSTORE_MAX_RESPONSE_BYTES``.
 
 An MCP reply carries a page twice, as structured content and as that JSON in a text block, so
-a page of messages holds what fits in half the budget, each message weighed as its JSON: its
-content and JSON fields exactly, the rest (ids, timestamp, numbers, keys, the text's
-indentation and escaped quotes) as ``MESSAGE_OVERHEAD``. The MCP layer still checks each
-reply's exact size (``mcp_server._sdk``): this keeps a page of large messages from being read
-whole only to be cut there.
+a page of messages holds what fits in half the budget, each message weighed about as its JSON:
+its content's UTF-8 bytes (``len`` for ASCII, no scan), its JSON fields as JSON, the rest (ids,
+timestamp, numbers, keys, the text's indentation) as ``MESSAGE_OVERHEAD``. The MCP layer checks
+each reply's exact size (``mcp_server._sdk``) and reads a page again, smaller, when escaping
+makes it pass; this keeps a page of large messages from being read whole only to be cut there,
+at ~0.1 µs a message of plain text.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ def page_bytes(max_response_bytes: int) -> int:
 
 
 def message_bytes(message: Message) -> int:
-    """``message``'s JSON size, near enough to cut pages by."""
-    size = MESSAGE_OVERHEAD + len(pydantic_core.to_json(message.content))
+    """``message``'s JSON size, near enough to cut pages by: its text as UTF-8 (escapes
+    aside), its JSON fields as JSON, and ``MESSAGE_OVERHEAD``."""
+    content = message.content
+    size = MESSAGE_OVERHEAD + (len(content) if content.isascii() else len(content.encode()))
     if message.tool_calls is not None:
         size += len(pydantic_core.to_json(message.tool_calls))
     if message.metadata:
