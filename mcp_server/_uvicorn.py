@@ -3,10 +3,10 @@ client may send, and how slowly, before any work is done for it.
 
 uvicorn's httptools protocol takes a request's head at any size and speed: llhttp hands a long
 header or URL over in pieces that httptools and uvicorn join with ``+=``, so one socket sending
-a 64 MB header kept the event loop busy for 3.75 s (every other client waited that long; 5.6 s
-with three such sockets, RSS +300 MB); a head trickled a byte a second never timed out; and a
-reply its client never reads stays in memory for as long as the connection lives (20 such
-clients of 40 MB pages held 1 GB, measured). ``bounded_protocol`` returns uvicorn's
+a 64 MB header kept the event loop busy for 3.4-3.8 s (every other client waited that long;
+5.6-6.4 s with three such sockets, RSS +260 MB); a head trickled a byte at a time never timed
+out; and a reply its client never reads stays in memory for as long as the connection lives
+(20 such clients of 40 MB pages held 770 MB, measured). ``bounded_protocol`` returns uvicorn's
 ``HttpToolsProtocol`` (chosen with ``Config(http=...)``, uvicorn's public way to pass one) with:
 
 - the request target at most ``max_url_bytes`` (else 414) and the request line and headers at

@@ -450,6 +450,6 @@ async def test_a_reply_never_read_is_dropped_after_the_send_timeout(limited: Lim
         reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 26)
         status, length, body = await read_reply(reader)
         writer.close()
-    assert status == 200 and 0 < len(body) < length  # what the kernel had; the rest dropped
+    assert status == 200 and len(body) < length  # what the kernel had; the rest dropped
     (line,) = [line for line in log_since(limited, mark) if "chatstore.http" in line]
     assert f"read nothing of its reply for {TIMEOUT:g} s: dropped the connection" in line
