@@ -239,7 +239,7 @@ async def test_the_protocol_hooks_are_uvicorns() -> None:
         send_timeout=0.05,
     )
     cls = bounded_protocol(limits)
-    config = uvicorn.Config(app=_app, http=cls)
+    config = uvicorn.Config(app=_app, http=cls, log_config=None)
     config.load()
     assert config.http_protocol_class is cls, f"{HOOK} Config(http=<class>)"
     protocol = cls(config=config, server_state=ServerState(), app_state={})
