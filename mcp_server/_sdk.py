@@ -18,6 +18,10 @@ what it relies on:
   stdio streams block a shutdown until the client sends another line, and their worker threads
   cost W6's stdio ``append_message`` round trip 25-30 % (3.06-3.29x → 3.96-4.21x).
 
+A reply is kept within ``CHATSTORE_MAX_RESPONSE_BYTES`` here, where it is built: a page whose
+reply would pass it is read again, smaller (``ContractTool``), so that its ``has_more``,
+``next_cursor`` or ``truncated`` are the store's own for what the reply holds.
+
 One public but provisional SDK interface is used here and in ``mcp_server.resources``: server
 middleware. ``ProtocolErrors`` words the protocol failures the SDK words itself (an unknown
 tool or prompt, missing or unknown prompt arguments, malformed params, an unknown method) in
@@ -64,10 +68,19 @@ from mcp_types import (
     JSONRPCError,
     TextContent,
 )
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from mcp_server.tools import TOOLS, ToolSpec
-from store import InvalidArgument, NotFound, StoreError
+from store import (
+    Context,
+    ConversationPage,
+    ConversationWithMessages,
+    InvalidArgument,
+    MessagePage,
+    NotFound,
+    SearchPage,
+    StoreError,
+)
 from store.contract import MAX_ECHOED_CHARS, Limits
 from store.schemas import describe_validation_error, echoed, echoed_names
 
@@ -93,14 +106,38 @@ CONFIGURED_MAX_LENGTH = {
 }
 
 
+#: Each page-shaped result: where its items are and the argument that sizes it.
+PAGES: dict[type[BaseModel], tuple[str, str]] = {
+    MessagePage: ("messages", "limit"),
+    ConversationWithMessages: ("messages", "recent_messages"),
+    ConversationPage: ("conversations", "limit"),
+    SearchPage: ("results", "limit"),
+    Context: ("messages", "max_tokens"),
+}
+#: A reply beside its structured content and text: the JSON-RPC envelope, with room for the
+#: request's id.
+ENVELOPE_BYTES = 1024
+#: How many times a page is read again, smaller, to fit the reply budget.
+MAX_SHRINKS = 4
+
+
 class ContractTool(Tool):
-    """A tool whose every failure carries the contract's code.
+    """A tool whose every failure carries the contract's code, and whose reply stays within
+    ``max_response_bytes``.
 
     Arguments the schema refuses become ``invalid_argument: <field>: <what is wrong>``,
     without echoing the rejected values; unknown arguments are refused too (a misspelt
     ``befor_seq`` silently dropped would return the wrong page, and a ``user`` argument must
     not look as if it did anything); a store error keeps its ``code: message`` text.
+
+    A page (``PAGES``) whose reply would pass ``max_response_bytes`` is read again with a
+    smaller ``limit`` (``max_tokens`` for get_context), in proportion, until it fits or holds
+    one item: the store already stops its pages of messages near the budget, this holds the
+    bound exactly, for every page, whatever its text's escaping adds.
     """
+
+    #: None: no bound (the tools ``build_tools`` makes always have one).
+    max_response_bytes: int | None = Field(default=None, exclude=True)
 
     async def run(
         self, arguments: dict[str, Any], context: Any, convert_result: bool = False
@@ -112,8 +149,32 @@ class ContractTool(Tool):
                 f"Error executing tool {self.name}: invalid_argument: unknown argument(s) "
                 f"{echoed_names(unknown)}; this tool takes {', '.join(known)}"
             )
+        result = await self._call(arguments, context)
+        if not convert_result:
+            return result
+        if type(result) is not self.fn_metadata.output_model:
+            return self.fn_metadata.convert_result(result)  # not ours: the SDK's way
+        budget = self.max_response_bytes
         try:
-            result = await super().run(arguments, context, convert_result=False)
+            reply, size = _reply(result, budget)
+            for _ in range(MAX_SHRINKS):
+                if budget is None or size <= budget:
+                    break
+                smaller = _smaller(result, arguments, budget / size)
+                if smaller is None:
+                    break  # one item: it goes out whole
+                arguments = smaller
+                result = await self._call(arguments, context)
+                reply, size = _reply(result, budget)
+        except ToolError:
+            raise
+        except Exception as exc:  # as the SDK does: no internal text reaches the client
+            raise UnexpectedToolError(f"Error executing tool {self.name}") from exc
+        return reply
+
+    async def _call(self, arguments: dict[str, Any], context: Any) -> Any:
+        try:
+            return await super().run(arguments, context, convert_result=False)
         except ToolError as exc:  # UnexpectedToolError included
             cause = exc.__cause__
             if isinstance(cause, StoreError):
@@ -124,37 +185,71 @@ class ContractTool(Tool):
                     f"invalid_argument: {describe_validation_error(cause)}"
                 ) from cause
             raise
-        if not convert_result:
-            return result
-        if type(result) is not self.fn_metadata.output_model:
-            return self.fn_metadata.convert_result(result)  # not ours: the SDK's way
-        try:
-            return tool_result(result)
-        except Exception as exc:  # as the SDK does: no internal text reaches the client
-            raise UnexpectedToolError(f"Error executing tool {self.name}") from exc
+
+
+def _smaller(result: BaseModel, arguments: dict[str, Any], ratio: float) -> dict[str, Any] | None:
+    """``arguments`` asking for about ``ratio`` of the page ``result`` is (at least one item),
+    or None when it is not a page or holds one item."""
+    page = PAGES.get(type(result))
+    if page is None:
+        return None
+    items_name, argument = page
+    items: list[Any] = getattr(result, items_name)
+    if len(items) <= 1:
+        return None
+    if isinstance(result, Context):
+        # Tokens for its summary and newest message at least: get_context then still
+        # returns that message (unless it is a lone tool result), never an empty window.
+        least = result.token_count - sum(m.token_count for m in items[:-1])
+        tokens = max(least, int(result.token_count * ratio))
+        return {**arguments, argument: tokens} if tokens < result.token_count else None
+    return {**arguments, argument: max(1, min(len(items) - 1, int(len(items) * ratio)))}
+
+
+def _reply(result: BaseModel, budget: int | None = None) -> tuple[CallToolResult, int]:
+    """``tool_result(result)`` and the bytes its JSON-RPC reply takes at most: exactly (but for
+    the envelope) where a looser bound would pass ``budget``."""
+    structured = result.model_dump(mode="json", by_alias=True)
+    text = pydantic_core.to_json(structured, indent=2)
+    # In the reply the text is a JSON string: its quotes, backslashes and (indentation)
+    # newlines are escaped, one byte more each; nothing else in it needs escaping. The
+    # structured content is the same JSON without the indentation: at most the text less its
+    # newlines, exactly its compact dump (a second dump, made only when the bound is over).
+    # Escaping at most doubles the text, so a reply of up to three times it is counted only
+    # where that could pass the budget (counting a 50-message page costs ~30 µs).
+    size = ENVELOPE_BYTES + 3 * len(text)
+    if budget is not None and size > budget:
+        newlines = text.count(b"\n")
+        escaped = len(text) + text.count(b'"') + text.count(b"\\") + newlines
+        size = ENVELOPE_BYTES + escaped + len(text) - newlines
+        if size > budget:
+            size = ENVELOPE_BYTES + escaped + len(pydantic_core.to_json(structured))
+    reply = CallToolResult(
+        content=[TextContent(type="text", text=text.decode())], structured_content=structured
+    )
+    return reply, size
 
 
 def tool_result(result: BaseModel) -> CallToolResult:
     """The tool's model as structured content plus the same JSON as text, dumped once: byte
     for byte the SDK's text (2-space indent) and structured content, in ~60 % of the CPU
     (0.28 instead of 0.47 ms for a 50-message page, measured)."""
-    structured = result.model_dump(mode="json", by_alias=True)
-    text = pydantic_core.to_json(structured, indent=2).decode()
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)], structured_content=structured
-    )
+    return _reply(result)[0]
 
 
-def build_tools(limits: Limits) -> list[Tool]:
-    """Every tool of ``mcp_server.tools``, its schema stating the configured ``limits``."""
-    return [_tool(spec, limits) for spec in TOOLS]
+def build_tools(limits: Limits, *, max_response_bytes: int) -> list[Tool]:
+    """Every tool of ``mcp_server.tools``, its schema stating the configured ``limits``, each
+    reply within ``max_response_bytes``."""
+    return [_tool(spec, limits, max_response_bytes) for spec in TOOLS]
 
 
-def _tool(spec: ToolSpec, limits: Limits) -> Tool:
+def _tool(spec: ToolSpec, limits: Limits, max_response_bytes: int) -> Tool:
     fn, title, annotations = spec
     tool = ContractTool.from_function(
         fn, title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations
     )
+    assert isinstance(tool, ContractTool)
+    tool.max_response_bytes = max_response_bytes
     values = asdict(limits)
     for name, schema in tool.parameters.get("properties", {}).items():
         if "description" in schema:

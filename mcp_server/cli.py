@@ -26,8 +26,9 @@ from pydantic import ValidationError
 
 from mcp_server._sdk import EnvelopeErrors
 from mcp_server._stdio import run_stdio
+from mcp_server._uvicorn import HttpLimits, bounded_protocol
 from mcp_server.auth import ConfigurationError, JWTVerifier, stdio_user
-from mcp_server.operations import AccessLog, JsonFormatter, add_probes
+from mcp_server.operations import AccessLog, JsonFormatter, RequestBody, add_probes
 from mcp_server.server import chatstore_version, create_server
 from mcp_server.terminal import run_conversations, run_export, run_import, run_info, run_show
 from store import ConversationStore, Settings, StoreError
@@ -148,9 +149,10 @@ async def serve_http(settings: Settings, host: str, port: int, public_url: str |
                 prune_periodically(store, settings.retention_days, settings.retention_interval)
             )
         config = uvicorn.Config(
-            AccessLog(EnvelopeErrors(app)),
+            AccessLog(RequestBody(EnvelopeErrors(app), settings.http_body_timeout)),
             host=host,
             port=port,
+            http=bounded_protocol(HttpLimits.from_settings(settings)),
             log_level=settings.log_level.lower(),
             access_log=False,
             lifespan="on",
@@ -232,7 +234,7 @@ _DATABASE_ENV = (
 _SERVE_ENV = (
     "stdio: CHATSTORE_USER (the user served). HTTP: CHATSTORE_JWT_SECRET or "
     "CHATSTORE_JWT_PUBLIC_KEY, CHATSTORE_JWT_ISSUER, CHATSTORE_JWT_AUDIENCE, "
-    "CHATSTORE_JWT_LEEWAY. Limits and quotas: "
+    "CHATSTORE_JWT_LEEWAY, and request bounds CHATSTORE_HTTP_*. Limits and quotas: "
     "CHATSTORE_MAX_* (see the README's Configuration)"
 )
 

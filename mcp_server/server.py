@@ -74,7 +74,7 @@ def create_server(
         instructions=INSTRUCTIONS,
         version=chatstore_version(),
         lifespan=lifespan,
-        tools=build_tools(settings.limits),
+        tools=build_tools(settings.limits, max_response_bytes=settings.max_response_bytes),
         log_level=settings.log_level,
         middleware=[resources.ConversationResources()],
         **(_http_auth(settings, public_url) if http else {}),

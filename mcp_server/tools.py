@@ -268,7 +268,8 @@ async def get_conversation(
     ctx: ChatContext, conversation_id: ConversationId, recent_messages: RecentMessages = 0
 ) -> schemas.ConversationWithMessages:
     """Get one conversation (title, metadata, message_count, last_seq) and optionally
-    its latest messages in chronological order."""
+    its latest messages in chronological order; `has_more` says whether older ones exist
+    (large messages may come fewer than asked for: list_messages with before_seq reads on)."""
     return await store_of(ctx).get_conversation(
         user=user_of(ctx), conversation_id=conversation_id, recent_messages=recent_messages
     )
@@ -382,7 +383,8 @@ async def list_messages(
     """Read a conversation's messages in chronological order (ascending seq).
 
     With no cursor: the latest `limit`. With before_seq: older ones; with after_seq:
-    newer ones (give at most one). `has_more` says whether more exist that way."""
+    newer ones (give at most one). `has_more` says whether more exist that way (large
+    messages may come fewer than `limit` to a page)."""
     return await store_of(ctx).list_messages(
         user=user_of(ctx),
         conversation_id=conversation_id,

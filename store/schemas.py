@@ -600,9 +600,11 @@ class Message(_Output):
 
 
 class ConversationWithMessages(Conversation):
-    """A conversation with its latest messages, oldest first."""
+    """A conversation with its latest messages, oldest first; ``has_more``: whether it has
+    older messages than those."""
 
     messages: list[Message]
+    has_more: bool
 
 
 class ConversationPage(_Output):

@@ -93,6 +93,21 @@ class Settings(BaseSettings):
     # few seconds ahead would otherwise mint tokens refused as "not yet valid" (iat).
     jwt_leeway: float = Field(default=30.0, ge=0, le=300)
 
+    # Replies: a page stops early (saying has_more / next_cursor / truncated) where its reply
+    # would pass this many bytes; a page always holds at least one item.
+    max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+
+    # `serve --http`: what a client may send and how slowly, enforced as it arrives, before
+    # any work. The request line and headers at most http_max_header_bytes (else 431), the
+    # request target at most http_max_url_bytes (414); both within http_header_timeout
+    # seconds (408), the body within http_body_timeout (408); a reply the client does not
+    # take within http_send_timeout seconds is dropped with its connection.
+    http_max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    http_max_url_bytes: int = Field(default=8 * 1024, ge=256)
+    http_header_timeout: float = Field(default=10.0, gt=0)
+    http_body_timeout: float = Field(default=30.0, gt=0)
+    http_send_timeout: float = Field(default=30.0, gt=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: text: one readable line per record; json: one JSON object per line (for collectors).
     log_format: Literal["text", "json"] = "text"

@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from store import _export
 from store._append import append
+from store._budget import message_bytes, page_bytes
 from store._context import build_context, check_summary_end
 from store._cursor import (
     decode_cursor,
@@ -98,6 +99,10 @@ __all__ = ["ConversationStore", "open_store"]
 M = TypeVar("M", bound=NewMessage)
 
 _NOT_FOUND = "no conversation with that id"
+#: A page of messages is read this many rows at a time: a default page and its has_more row
+#: in one statement, and a page of large messages stopped at the response budget without
+#: reading the rest of it.
+_PAGE_CHUNK = DEFAULT_MESSAGE_PAGE + 1
 
 
 class ConversationStore:
@@ -111,6 +116,7 @@ class ConversationStore:
         self._settings = settings or Settings()
         self._limits = self._settings.limits
         self._quota = self._settings.max_messages_per_conversation
+        self._page_bytes = page_bytes(self._settings.max_response_bytes)
         self._backend: Backend = backend_class(self._settings)(self._settings)
         self._guard = Guard(self._backend, self._settings.db_timeout)
         self._open = False
@@ -254,7 +260,9 @@ class ConversationStore:
     async def get_conversation(
         self, *, user: str, conversation_id: str | uuid.UUID, recent_messages: int = 0
     ) -> ConversationWithMessages:
-        """One conversation, with its latest ``recent_messages`` messages oldest first."""
+        """One conversation, with its latest ``recent_messages`` messages oldest first (fewer
+        where they would pass the response budget), and ``has_more``: whether it has older
+        messages than those."""
         user = check_user(user)
         cid = parse_id(conversation_id)
         count = validate(RecentMessages, self._limits, recent_messages=recent_messages)
@@ -263,9 +271,14 @@ class ConversationStore:
         async def op() -> ConversationWithMessages:
             conversation = await self._conversation(db, user, cid)
             messages: list[Message] = []
+            has_more = conversation.message_count > 0
             if count.recent_messages:
-                messages, _ = await self._page(db, user, cid, count.recent_messages, None, None)
-            return ConversationWithMessages.model_construct(**dict(conversation), messages=messages)
+                messages, has_more = await self._page(
+                    db, user, cid, count.recent_messages, None, None
+                )
+            return ConversationWithMessages.model_construct(
+                **dict(conversation), messages=messages, has_more=has_more
+            )
 
         return await self._guard.run(op)
 
@@ -691,7 +704,8 @@ class ConversationStore:
         """Messages in ascending ``seq``.
 
         No cursor: the latest ``limit``. ``before_seq=N``: the ``limit`` just before N.
-        ``after_seq=N``: the ``limit`` just after N. ``has_more`` says whether more exist in
+        ``after_seq=N``: the ``limit`` just after N; fewer where they would pass the response
+        budget (``CHATSTORE_MAX_RESPONSE_BYTES``). ``has_more`` says whether more exist in
         the direction being paged (older, or newer for ``after_seq``). Keyset on
         (conversation_id, seq): the cost does not grow with depth or store size.
         """
@@ -776,13 +790,38 @@ class ConversationStore:
         before_seq: int | None,
         after_seq: int | None,
     ) -> tuple[list[Message], bool]:
-        """``limit`` messages in ascending seq, and whether more lie beyond them."""
-        window = Window(count=limit + 1, before_seq=before_seq, after_seq=after_seq)
-        rows = await db.message_page(user=user, conversation_id=cid, window=window)
-        page = rows[:limit]
-        if after_seq is None:
+        """``limit`` messages in ascending seq, and whether more lie beyond them; fewer (and
+        more do lie beyond) where they would pass the response budget, but never none when
+        there is one. Read ``_PAGE_CHUNK`` rows at a time, then as many as the budget left
+        looks like holding."""
+        forward = after_seq is not None
+        page: list[Message] = []
+        size = 0
+        count = min(limit + 1, _PAGE_CHUNK)
+        more = False
+        while True:
+            window = Window(count=count, before_seq=before_seq, after_seq=after_seq)
+            rows = await db.message_page(user=user, conversation_id=cid, window=window)
+            for row in rows:
+                if len(page) == limit:
+                    more = True
+                    break
+                size += message_bytes(row)
+                if page and size > self._page_bytes:
+                    more = True
+                    break
+                page.append(row)
+            if more or len(rows) < count:
+                break
+            if forward:
+                after_seq = rows[-1].seq
+            else:
+                before_seq = rows[-1].seq
+            room = (self._page_bytes - size) * len(page) // size + 1
+            count = max(1, min(limit + 1 - len(page), room))
+        if not forward:
             page.reverse()  # walked backwards from the cursor
-        return page, len(rows) > limit
+        return page, more
 
 
 @asynccontextmanager

@@ -57,7 +57,11 @@ def _page() -> MessagePage:
 
 
 def test_the_one_pass_result_is_the_sdks_own_conversion() -> None:
-    (tool,) = [t for t in build_tools(DEFAULT_LIMITS) if t.name == "list_messages"]
+    (tool,) = [
+        t
+        for t in build_tools(DEFAULT_LIMITS, max_response_bytes=1 << 22)
+        if t.name == "list_messages"
+    ]
     metadata = getattr(tool, "fn_metadata", None)
     assert metadata is not None and hasattr(metadata, "convert_result"), (
         f"{HOOK} Tool.fn_metadata.convert_result"

@@ -152,12 +152,12 @@ async def test_get_conversation_with_recent_messages(server: ChatstoreServer) ->
         bare = await ok(client, "get_conversation", conversation_id=cid)
         recent = await ok(client, "get_conversation", conversation_id=cid, recent_messages=3)
         everything = await ok(client, "get_conversation", conversation_id=cid, recent_messages=200)
-    assert set(bare) == CONVERSATION_KEYS | {"messages"}
-    assert bare["messages"] == []
+    assert set(bare) == CONVERSATION_KEYS | {"messages", "has_more"}
+    assert bare["messages"] == [] and bare["has_more"] is True
     assert (bare["id"], bare["title"], bare["message_count"], bare["last_seq"]) == (cid, "t", 5, 5)
     assert [m["content"] for m in recent["messages"]] == ["three", "four", "five"]
-    assert seqs(recent) == [3, 4, 5]
-    assert seqs(everything) == [1, 2, 3, 4, 5]
+    assert seqs(recent) == [3, 4, 5] and recent["has_more"] is True
+    assert seqs(everything) == [1, 2, 3, 4, 5] and everything["has_more"] is False
     assert bare["updated_at"] >= everything["messages"][-1]["created_at"]
 
 
