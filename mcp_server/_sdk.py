@@ -43,7 +43,7 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from types import TracebackType
@@ -69,6 +69,7 @@ from mcp_types import (
     TextContent,
 )
 from pydantic import BaseModel, Field, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server.tools import TOOLS, ToolSpec
 from store import (
@@ -478,12 +479,6 @@ async def run_on_streams(
         lowlevel.create_initialization_options(),
     )
 
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: An error answer longer than this is passed on as it is (the SDK's are a few hundred bytes).
 _HELD_BODY_BYTES = 64 * 1024

@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store import ConversationStore, StoreError
 
@@ -31,11 +31,6 @@ __all__ = ["AccessLog", "JsonFormatter", "RequestBody", "add_probes"]
 
 access_log = logging.getLogger("chatstore.access")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: How much of a request body the access log reads to find the tool's name (a tools/call
 #: names it near the start; arguments after it are never parsed for the log).
