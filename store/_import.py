@@ -8,7 +8,9 @@ idempotency key once). The first line that breaks a rule raises ``BadImportLine`
 
 The messages of a conversation come out in chunks (``IMPORT_CHUNK`` messages, or about
 ``_CHUNK_BYTES`` of text), so a conversation of any length is written a chunk at a time inside
-its one transaction, and memory holds a chunk, not the conversation.
+its one transaction, and memory holds a few chunks, not the conversation. ``load`` writes
+them: short conversations several to a transaction, a long one in its own, while a thread
+reads and validates what comes next (``_Pipe``).
 """
 
 from __future__ import annotations
