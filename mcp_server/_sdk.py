@@ -118,8 +118,6 @@ PAGES: dict[type[BaseModel], tuple[str, str]] = {
 #: A reply beside its structured content and text: the JSON-RPC envelope, with room for the
 #: request's id.
 ENVELOPE_BYTES = 1024
-#: How many times a page is read again, smaller, to fit the reply budget.
-MAX_SHRINKS = 4
 
 
 class ContractTool(Tool):
@@ -158,9 +156,9 @@ class ContractTool(Tool):
         budget = self.max_response_bytes
         try:
             reply, size = _reply(result, budget)
-            for _ in range(MAX_SHRINKS):
-                if budget is None or size <= budget:
-                    break
+            # Each re-read holds fewer items (or tokens), so this ends; ratios converge in one
+            # or two, and only a page whose kept end is all heavy takes more.
+            while budget is not None and size > budget:
                 smaller = _smaller(result, arguments, budget / size)
                 if smaller is None:
                     break  # one item: it goes out whole

@@ -138,6 +138,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self._refused = 431
         if self._refused is not None:
             self._refuse(self._refused)
+        elif self._head is None and self._idle():
+            # Bytes that begin no request (a bare CRLF between requests, which the parser
+            # skips) cancelled uvicorn's keep-alive timer: the head deadline stands in for it,
+            # or such bytes could hold a connection open for ever.
+            self._arm_head_timer()
+
+    def _idle(self) -> bool:
+        """No request in progress: none yet, or the last one answered."""
+        return self.cycle is None or self.cycle.response_complete
 
     # -- the parser's callbacks ----------------------------------------------------------
 
@@ -214,8 +223,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self._refused is not None or self.transport.is_closing():
             return
-        if self._head is None and self.cycle is None:
-            self.transport.close()  # a connection that never sent a request
+        if self._head is None and self._idle():
+            self.transport.close()  # no request begun since the last answer (or ever)
             return
         if self._head is not None:
             self._refused = 408

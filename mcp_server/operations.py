@@ -201,7 +201,7 @@ def _tool_name(body: bytes) -> str | None:
         return None
     try:
         request = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         found = _PARAMS_NAME.search(body)
         return found.group(1).decode() if found else None
     if isinstance(request, dict) and request.get("method") == "tools/call":

@@ -3,8 +3,9 @@ pass ``CHATSTORE_MAX_RESPONSE_BYTES``.
 
 An MCP reply carries a page twice, as structured content and as that JSON in a text block, so
 a page of messages holds what fits in half the budget, each message weighed about as its JSON:
-its content's UTF-8 bytes (``len`` for ASCII, no scan), its JSON fields as JSON, the rest (ids,
-timestamp, numbers, keys, the text's indentation) as ``MESSAGE_OVERHEAD``. The MCP layer checks
+its content's UTF-8 bytes (``len`` for ASCII; where it holds what JSON escapes, its JSON and
+half the escapes the text block adds), its JSON fields as JSON, the rest (ids, timestamp,
+numbers, keys, the text's indentation) as ``MESSAGE_OVERHEAD``. The MCP layer checks
 each reply's exact size (``mcp_server._sdk``) and reads a page again, smaller, when escaping
 makes it pass; this keeps a page of large messages from being read whole only to be cut there,
 at ~0.1 µs a message of plain text.
@@ -32,6 +33,15 @@ def message_bytes(message: Message) -> int:
     aside), its JSON fields as JSON, and ``MESSAGE_OVERHEAD``."""
     content = message.content
     size = MESSAGE_OVERHEAD + (len(content) if content.isascii() else len(content.encode()))
+    if not content.isprintable() or '"' in content or "\\" in content:
+        # Escapes: a control character weighs six bytes as JSON, and the reply's text block
+        # escapes each quote and backslash of that JSON again. The reply holds the JSON twice
+        # plus those, so half of them is this message's share against half the budget (as
+        # exact as the MCP layer's own count: get_context has no smaller re-read to fall back
+        # on when its messages are counted as 0 tokens).
+        escaped = pydantic_core.to_json(content)
+        again = escaped.count(b'"') + escaped.count(b"\\")
+        size = MESSAGE_OVERHEAD + len(escaped) + again // 2 + 1
     if message.tool_calls is not None:
         size += len(pydantic_core.to_json(message.tool_calls))
     if message.metadata:

@@ -32,6 +32,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 from uuid import UUID
 
+from store._budget import message_bytes
 from store._pydantic import trusted
 from store.backends.base import Backend, ContextWindow, SummaryEnd, Window
 from store.errors import InvalidArgument, NotFound
@@ -77,12 +78,21 @@ def check_summary_end(seq: int, end: SummaryEnd) -> None:
         )
 
 
-def choose_start(rows: Sequence[Candidate], *, complete: bool, budget: int) -> int | None:
+def choose_start(
+    rows: Sequence[Candidate],
+    *,
+    complete: bool,
+    budget: int,
+    weights: Sequence[int] | None = None,
+    max_bytes: int | None = None,
+) -> int | None:
     """Where the returned suffix of ``rows`` (ascending seq) starts, or None for no message.
 
     ``rows`` are the latest candidates; ``complete`` says whether they are all of them (the
     first is then the first candidate). The caller walks back until the running sum of tokens
-    exceeds ``budget`` or the candidates run out, so no start before ``rows`` could fit.
+    exceeds ``budget`` or the candidates run out, so no start before ``rows`` could fit. With
+    ``max_bytes``, the suffix also ends (its newest message aside) where the rows' reply
+    weights (``weights``) would pass it: the reply budget, for messages counted as 0 tokens.
     """
     # One pass backwards from the end, while the suffix fits. A start is legal when it is
     # not a tool message and every tool message from it on has, at or after it, the
@@ -91,12 +101,16 @@ def choose_start(rows: Sequence[Candidate], *, complete: bool, budget: int) -> i
     waiting: dict[object, int] = {}
     unanswered = 0
     best = fallback = latest_turn = None
-    total = 0
+    total = size = 0
     for index in range(len(rows) - 1, -1, -1):
         row = rows[index]
         total += row.token_count
         if total > budget:
             break
+        if weights is not None and max_bytes is not None:
+            size += weights[index]
+            if size > max_bytes and index < len(rows) - 1:
+                break
         role = row.role
         if role == "tool":
             waiting[row.tool_call_id] = waiting.get(row.tool_call_id, 0) + 1
@@ -117,8 +131,16 @@ def choose_start(rows: Sequence[Candidate], *, complete: bool, budget: int) -> i
 
 
 async def build_context(
-    db: Backend, *, user: str, conversation_id: UUID, max_tokens: int, keep_system: bool
+    db: Backend,
+    *,
+    user: str,
+    conversation_id: UUID,
+    max_tokens: int,
+    keep_system: bool,
+    max_bytes: int,
 ) -> Context:
+    """The context for ``max_tokens``, its messages also within ``max_bytes`` of reply (a
+    conversation of messages a caller counted as 0 tokens would otherwise come whole)."""
     window = await db.context_window(
         user=user,
         conversation_id=conversation_id,
@@ -134,10 +156,19 @@ async def build_context(
     budget = max_tokens - (window.summary_tokens if window.summary is not None else 0)
     if budget < 0:
         return _context(conversation_id, None, [], candidates)  # the summary alone is too big
-    if _short(window, budget, candidates):
-        window = await _read_on(db, user, conversation_id, window, budget, candidates, keep_system)
+    if _short(window, budget, candidates, max_bytes):
+        window = await _read_on(
+            db, user, conversation_id, window, budget, candidates, keep_system, max_bytes
+        )
     rows = window.recent[::-1]
-    start = choose_start(rows, complete=len(rows) >= candidates, budget=budget)
+    weights = [message_bytes(m) for m in rows]
+    start = choose_start(
+        rows,
+        complete=len(rows) >= candidates,
+        budget=budget,
+        weights=weights,
+        max_bytes=max_bytes,
+    )
     if start is None:
         return _context(conversation_id, window, [], candidates)
     suffix = rows[start:]
@@ -148,10 +179,14 @@ async def build_context(
     return _context(conversation_id, window, kept + suffix, candidates)
 
 
-def _short(window: ContextWindow, budget: int, candidates: int) -> bool:
-    """Whether the walk stopped before the budget and before the first candidate."""
+def _short(window: ContextWindow, budget: int, candidates: int, max_bytes: int) -> bool:
+    """Whether the walk stopped before the budgets and before the first candidate."""
     walked = window.recent
-    return len(walked) < candidates and sum(m.token_count for m in walked) <= budget
+    return (
+        len(walked) < candidates
+        and sum(m.token_count for m in walked) <= budget
+        and sum(message_bytes(m) for m in walked) <= max_bytes
+    )
 
 
 async def _read_on(
@@ -162,13 +197,15 @@ async def _read_on(
     budget: int,
     candidates: int,
     keep_system: bool,
+    max_bytes: int,
 ) -> ContextWindow:
-    """Walk further back, a page at a time (pages double), until the budget is passed or the
+    """Walk further back, a page at a time (pages double), until a budget is passed or the
     candidates run out; the older system messages are then those before the new window."""
     bound = window.summary_up_to_seq or 0
     recent, count = list(window.recent), max(len(window.recent), 16)
     total = sum(m.token_count for m in recent)
-    while total <= budget and len(recent) < candidates:
+    size = sum(message_bytes(m) for m in recent)
+    while total <= budget and size <= max_bytes and len(recent) < candidates:
         count = min(count * 2, _READS)
         below = recent[-1].seq if recent else window.last_seq + 1
         page = await db.message_page(
@@ -180,10 +217,11 @@ async def _read_on(
                 raise NotFound("no conversation with that id")  # deleted meanwhile
             break
         for message in page:
-            if total > budget:
+            if total > budget or size > max_bytes:
                 break
             recent.append(message)
             total += message.token_count
+            size += message_bytes(message)
     older: list[Message] = []
     if keep_system:
         older = await db.system_messages(

@@ -365,6 +365,7 @@ class ConversationStore:
                 conversation_id=cid,
                 max_tokens=query.max_tokens,
                 keep_system=query.keep_system,
+                max_bytes=self._page_bytes,
             )
 
         return await self._guard.run(op)

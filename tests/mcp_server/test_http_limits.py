@@ -227,6 +227,7 @@ async def test_the_protocol_hooks_are_uvicorns() -> None:
         "on_headers_complete",
         "on_body",
         "on_message_complete",
+        "on_response_complete",
         "pause_writing",
         "resume_writing",
     ):
@@ -350,6 +351,26 @@ async def test_trickled_heads_are_timed_out(limited: Limited) -> None:
     done = await asyncio.gather(*(trickle() for _ in range(5)), silent(), silent())
     assert [status for status, _ in done] == [408] * 5 + [0, 0]
     assert all(TIMEOUT * 0.9 < took < PATIENCE for _, took in done), done
+
+
+async def test_bare_line_ends_between_requests_do_not_hold_a_connection(limited: Limited) -> None:
+    # The parser skips a CRLF before a request, and its arrival cancelled uvicorn's keep-alive
+    # timer: sent every few seconds after an answer, it used to keep the connection for ever.
+    reader, writer = await connect(limited)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: " + limited.host + b"\r\n\r\n")
+    assert await status_of(reader) == 200
+    started = time.monotonic()
+    try:
+        while not reader.at_eof() and time.monotonic() - started < PATIENCE:
+            writer.write(b"\r\n")
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(1 << 16), 0.3)
+    except ConnectionError:
+        pass
+    took = time.monotonic() - started
+    writer.close()
+    assert took < PATIENCE, "the connection was still open"
 
 
 # -- bodies -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mcp_server.operations import _tool_name
 from store import ConversationStore, Settings
 from tests.conftest import fresh_user
 from tests.mcp_server.helpers import ok
@@ -105,3 +106,10 @@ async def test_the_server_prunes_under_retention_days(postgres_url: str, tmp_pat
         assert await raw.fetchval("SELECT count(*) FROM conversations WHERE id = $1", kept.id) == 1
     finally:
         await raw.close()
+
+
+def test_the_access_log_reads_a_tool_name_from_any_body() -> None:
+    deep = b'{"jsonrpc":"2.0","method":"tools/call","params":' + b"[" * 5_000 + b"]" * 5_000 + b"}"
+    assert _tool_name(deep) is None  # nested past the parser's depth: no name, no exception
+    cut = b'{"jsonrpc":"2.0","method":"tools/call","params":{"name":"append_message","argu'
+    assert _tool_name(cut) == "append_message"

@@ -141,3 +141,32 @@ def test_the_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATSTORE_MAX_RESPONSE_BYTES", "1000")
     with pytest.raises(ValidationError, match="max_response_bytes"):
         Settings()
+
+
+async def test_messages_counted_as_no_tokens_and_heavy_escapes_stay_within_it(
+    budgeted: ConversationStore, user: str
+) -> None:
+    # A caller may count a message as 0 tokens, so get_context's token budget alone would take
+    # them all; control characters weigh six bytes each as JSON (seven in the text block),
+    # which the first estimate of a page does not see.
+    conversation = await budgeted.create_conversation(user=user)
+    cid = str(conversation.id)
+    await budgeted.append_messages(
+        user=user,
+        conversation_id=cid,
+        messages=[{"role": "user", "content": "hi", "token_count": 0} for _ in range(195)]
+        + [{"role": "user", "content": "\x01" * 1_500, "token_count": 0} for _ in range(5)],
+    )
+    await budgeted.append_messages(
+        user=user,
+        conversation_id=cid,
+        messages=[{"role": "user", "content": "y" * 20_000, "token_count": 0} for _ in range(8)],
+    )
+    server = create_server(budgeted.settings, stdio_user=user, store=budgeted)
+    async with Client(server) as client:
+        context = await call(client, "get_context", conversation_id=cid, max_tokens=1)
+        assert context["truncated"] and 1 <= len(context["messages"]) < 8
+        page = await call(client, "list_messages", conversation_id=cid, limit=200)
+        assert page["has_more"] and page["messages"][-1]["seq"] == 208
+        older = await call(client, "list_messages", conversation_id=cid, limit=200, before_seq=201)
+        assert older["has_more"] and older["messages"][-1]["seq"] == 200
