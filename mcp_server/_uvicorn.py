@@ -110,6 +110,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         #: The body's deadline passed while the app was still on the request.
         self._body_late = False
+        # A pipelined request waits behind the one being answered, with reading paused: its
+        # head and body deadlines start when its turn comes, not when its first bytes came.
+        self._head_waiting = False
+        self._body_waiting = False
         self._send_timer: asyncio.TimerHandle | None = None
         self._send_buffered = 0
 
@@ -156,7 +160,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return
         super().on_message_begin()
         self._head, self._url, self._unreported = _REQUEST_LINE, 0, 0
-        self._arm_head_timer()
+        if self._idle():
+            self._arm_head_timer()
+        else:
+            self._cancel_head_timer()
+            self._head_waiting = True
 
     def on_url(self, url: bytes) -> None:
         self._reported = True
@@ -185,10 +193,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._reported = True
         self._head = None
         self._cancel_head_timer()
+        self._head_waiting = False
         if self._refused is None:
             self._cancel_body_timer()
             self._body_late = False
-            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_overdue)
+            if self._idle():
+                self._arm_body_timer()
+            else:
+                self._body_waiting = True
             super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -197,7 +209,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._cancel_body_timer()
-        self._body_late = False
+        self._body_late = self._body_waiting = False
         if self._refused is None:
             super().on_message_complete()
 
@@ -205,6 +217,18 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self._body_late:
             self._close_for_body()
+        elif not self.transport.is_closing():
+            # The next pipelined request's turn: its deadlines start now.
+            if self._body_waiting:
+                self._body_waiting = False
+                self._arm_body_timer()
+            if self._head_waiting:
+                self._head_waiting = False
+                self._arm_head_timer()
+
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_overdue)
 
     # -- refusals ------------------------------------------------------------------------
 

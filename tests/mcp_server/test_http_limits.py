@@ -25,7 +25,7 @@ from uvicorn.server import ServerState
 
 from mcp_server._uvicorn import HttpLimits, bounded_protocol
 from store import ConversationStore, Settings
-from tests.support import HttpServer, http_server, mint_token, server_env
+from tests.support import HttpServer, free_port, http_server, mint_token, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -371,6 +371,76 @@ async def test_bare_line_ends_between_requests_do_not_hold_a_connection(limited:
     took = time.monotonic() - started
     writer.close()
     assert took < PATIENCE, "the connection was still open"
+
+
+async def _echo_slowly(scope: Any, receive: Any, send: Any) -> None:
+    """Answers with the body it read; ``/slow`` after 2.5 s."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/slow":
+        await asyncio.sleep(2.5)
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_pipelined_request_waits_its_turn_before_its_deadlines() -> None:
+    # Behind a request being answered, uvicorn stops reading: the next request's body, and the
+    # head after it, arrive only once that answer is out, and their 1 s deadlines must not run
+    # meanwhile (they closed the connection under the slow request's answer).
+    limits = HttpLimits(
+        max_header_bytes=32 * 1024,
+        max_url_bytes=8 * 1024,
+        header_timeout=1.0,
+        body_timeout=1.0,
+        send_timeout=30.0,
+    )
+    port = free_port()
+    config = uvicorn.Config(
+        _echo_slowly,
+        host="127.0.0.1",
+        port=port,
+        http=bounded_protocol(limits),
+        lifespan="off",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        for _ in range(int(PATIENCE / 0.05)):
+            if server.started:
+                break
+            await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b"b" * 300_000
+        writer.write(
+            b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            + b"POST /next HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body[:1_000]
+        )
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(body[1_000:] + b"GET /last HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(b"\r\n")
+        await writer.drain()
+        lengths = []
+        for _ in range(3):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            lengths.append(length)
+        assert lengths == [0, len(body), 0]
+        writer.close()
+    finally:
+        server.should_exit = True
+        await serving
 
 
 # -- bodies -----------------------------------------------------------------------------------
