@@ -11,11 +11,14 @@ out; and a reply its client never reads stays in memory for as long as the conne
 
 - the request target at most ``max_url_bytes`` (else 414) and the request line and headers at
   most ``max_header_bytes`` (else 431), counted as they arrive, before uvicorn keeps them;
-- the head complete within ``header_timeout`` seconds of the connection's opening or of the
-  request's first byte (else 408; a connection that sent nothing is closed silently);
+- the head complete within ``header_timeout`` seconds of the connection's opening, of the
+  request's first byte, or of the last answer when bytes that begin no request keep coming
+  (else 408; a connection that sent nothing is closed silently);
 - the body complete within ``body_timeout`` seconds of the head, or the connection closed once
   the app has answered (an app that reads the body answers 408 itself:
   ``mcp_server.operations.RequestBody``; this covers a body nobody reads, after a 401);
+- a pipelined request's deadlines counted from its turn (uvicorn reads nothing more while the
+  request before it is answered);
 - a connection whose reply sits in its send buffer, above the high-water mark, without
   shrinking for ``send_timeout`` seconds is dropped, and the reply's memory with it.
 
