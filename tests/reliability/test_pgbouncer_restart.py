@@ -32,6 +32,8 @@ from tests.support import http_client, http_server, mint_token, server_env
 DB_TIMEOUT = 1.5
 #: No call may take longer: two attempts of DB_TIMEOUT each, plus slack for a loaded machine.
 CALL_BOUND = 2 * DB_TIMEOUT + 4
+#: How long PostgreSQL stays down: a call begun then may take both of its attempts.
+OUTAGE = 2 * DB_TIMEOUT + 1.5
 #: PgBouncer retries a failed server login after server_login_retry (1 s in the tests).
 RECOVERY_BOUND = 15.0
 
@@ -94,7 +96,9 @@ async def test_a_restart_behind_pgbouncer_is_unavailable_then_recovers(
                 await asyncio.to_thread(private_pg.stop, "fast")
                 down_at = time.monotonic()
                 try:
-                    await asyncio.sleep(2.0)
+                    # Long enough for a call begun after the stop to end before the start:
+                    # behind PgBouncer a call may wait out its two attempts' DB_TIMEOUT.
+                    await asyncio.sleep(OUTAGE)
                 finally:
                     starting_at = time.monotonic()
                     await asyncio.to_thread(private_pg.start)
