@@ -56,6 +56,7 @@ __all__ = [
     "ImportedMessage",
     "Records",
     "load",
+    "token_total",
 ]
 
 #: A chunk also ends once its messages hold about this much text and JSON.
@@ -152,6 +153,7 @@ class ImportedMessage:
     message: MessageRecord
     user: str  # the conversation's
     line: int
+    size: int  # about how many bytes its text and JSON take (``_size``): chunks are cut by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +168,12 @@ class ImportedConversation:
 
     @property
     def tokens(self) -> int:
-        return sum(m.message.token_count or 0 for m in self.messages)
+        return token_total(self.messages)
+
+
+def token_total(messages: Iterable[ImportedMessage]) -> int:
+    """The token counts of ``messages`` together (a conversation's token_total)."""
+    return sum(m.message.token_count or 0 for m in messages)
 
 
 class ImportClash(Exception):
@@ -288,7 +295,7 @@ class Records:
                 keys[key] = number
             seq += 1
             chunk.append(imported)
-            size += _size(imported.message)
+            size += imported.size
             if len(chunk) >= contract.IMPORT_CHUNK or size >= _CHUNK_BYTES:
                 yield chunk
                 chunk, size = [], 0
@@ -310,11 +317,7 @@ class Records:
             raise BadImportLine(
                 number, f"seq: {message.seq} where {seq} comes next (seqs are gapless from 1)"
             )
-        return ImportedMessage(message, conversation.user, number)
-
-    def drain(self, chunks: Iterator[list[ImportedMessage]]) -> int:
-        """Validate the rest of a conversation that is not written; how many messages."""
-        return sum(len(chunk) for chunk in chunks)
+        return ImportedMessage(message, conversation.user, number, _size(message))
 
 
 def _size(message: NewMessage) -> int:
@@ -360,7 +363,7 @@ def _read_all(
             second = next(chunks, None)
             summary = None if record.summary is None else count(record.summary)
             conversation = ImportedConversation(record, at, summary, first)
-            weight = sum(_size(m.message) for m in first)
+            weight = sum(m.size for m in first)
             full = held + len(first) > contract.IMPORT_CHUNK or size + weight > _CHUNK_BYTES
             # An id twice in a file: the second is written after the first, and skipped.
             again = any(c.record.id == record.id for c in group)

@@ -24,7 +24,7 @@ from uuid import UUID
 
 import asyncpg
 
-from store._import import ImportClash, ImportedConversation, ImportedMessage
+from store._import import ImportClash, ImportedConversation, ImportedMessage, token_total
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
@@ -1044,11 +1044,11 @@ class PostgresBackend:
             await copy(conn, [m for c in group if c.record.id in written for m in c.messages])
             last = group[-1].record
             if more is not None and last.id in written:
-                tokens = 0
+                added = 0
                 async for chunk in more:
                     await copy(conn, chunk)
-                    tokens += sum(m.message.token_count or 0 for m in chunk)
-                await conn.execute(_IMPORTED_TOKENS, last.id, tokens, timeout=timeout)
+                    added += token_total(chunk)
+                await conn.execute(_IMPORTED_TOKENS, last.id, added, timeout=timeout)
             return written
 
         return await self._transaction(work)

@@ -24,7 +24,7 @@ from uuid import UUID
 
 import aiosqlite
 
-from store._import import ImportClash, ImportedConversation, ImportedMessage
+from store._import import ImportClash, ImportedConversation, ImportedMessage, token_total
 from store._rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
@@ -923,11 +923,11 @@ class SqliteBackend:
                     await insert(conn, c.messages)
             last = group[-1].record
             if more is not None and last.id in written:
-                tokens = 0
+                added = 0
                 async for chunk in more:
                     await insert(conn, chunk)
-                    tokens += sum(m.message.token_count or 0 for m in chunk)
-                await _exec(conn, _IMPORTED_TOKENS, (str(last.id), tokens))
+                    added += token_total(chunk)
+                await _exec(conn, _IMPORTED_TOKENS, (str(last.id), added))
             return written
 
         return await self._transaction(work)
